@@ -1,0 +1,256 @@
+"""Settings: built once (environment ``OSP_*``, optional ``osprag.toml``) and passed down.
+
+Main settings have flat names (``OSP_DATA_DIR``, ``OSP_CHROMA_URL``, ``OSP_EMBEDDING_MODEL``)
+because that is what operators type; layers are nested (``OSP_LAYERS__KERN__WEIGHT=1.2``)
+because there can be any number of them. The README's settings table is generated from this
+class (``osp config --markdown``) so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from .errors import ConfigError
+
+Space = Literal["cosine", "l2", "ip"]
+StorageMode = Literal["auto", "embedded", "server", "ephemeral"]
+Backend = Literal["auto", "torch", "onnx", "remote"]
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_LAYER_NAME = re.compile(r"^[a-z][a-z0-9_-]{1,40}$")
+
+
+class LayerConfig(BaseModel):
+    """One knowledge layer; its collection name is the alias target's base name."""
+
+    description: str = ""
+    weight: float = Field(1.0, gt=0, description="ranking multiplier in merged results")
+    priority: int = Field(0, description="lower comes first when scores tie")
+    collection: str | None = Field(None, description="base collection name, default osp_<name>")
+    default_access_level: int = Field(
+        4, ge=1, le=4, description="level for chunks without one (4 = secret: never leaks)"
+    )
+
+    def collection_name(self, layer: str) -> str:
+        return self.collection or f"osp_{layer}"
+
+
+def _default_layers() -> dict[str, LayerConfig]:
+    return {
+        "kern": LayerConfig(
+            description="Core: binding own documents (QM handbook, APQP, control plans, work "
+            "instructions)",
+            weight=1.0,
+            priority=0,
+        ),
+        "erweitert": LayerConfig(
+            description="Extended: reference material (VDA volumes, IATF notes, guidelines)",
+            weight=0.95,
+            priority=1,
+        ),
+    }
+
+
+class Settings(BaseSettings):
+    """osprag settings. Environment variables use the prefix ``OSP_``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OSP_",
+        env_nested_delimiter="__",
+        case_sensitive=False,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    # storage
+    storage: StorageMode = Field(
+        "auto", description="embedded | server | ephemeral; auto = server if chroma_url is set"
+    )
+    data_dir: Path = Field(Path("./osp-data"), description="embedded store directory")
+    chroma_url: str | None = Field(None, description="Chroma server URL, e.g. http://127.0.0.1:8000")
+    chroma_token: SecretStr | None = Field(
+        None, description="bearer token for an auth proxy in front of Chroma"
+    )
+    chroma_headers: dict[str, str] = Field(
+        default_factory=dict, description="extra HTTP headers for the Chroma server (JSON)"
+    )
+    chroma_tenant: str = Field("default_tenant", description="Chroma tenant (server mode)")
+    chroma_database: str = Field("default_database", description="Chroma database (server mode)")
+    allow_insecure_remote: bool = Field(
+        False, description="allow a non-loopback Chroma URL without TLS or auth header"
+    )
+    retries: int = Field(3, ge=0, le=10, description="retries of transient server errors")
+    lock_timeout: float = Field(0.0, ge=0, description="seconds to wait for the data-dir lock")
+
+    # index
+    space: Space = Field("cosine", description="distance: cosine | l2 | ip")
+    hnsw_m: int = Field(16, ge=2, le=512, description="HNSW max neighbours (M)")
+    ef_construction: int = Field(200, ge=10, le=4096, description="HNSW ef_construction")
+    ef_search: int = Field(100, ge=10, le=4096, description="HNSW ef_search")
+
+    # embedding
+    embedding_model: str = Field(DEFAULT_MODEL, description="model name or local path")
+    embedding_backend: Backend = Field(
+        "auto", description="auto | torch | onnx | remote; auto = onnx if exported, else torch"
+    )
+    embedding_device: Literal["cpu", "cuda"] = Field("cpu", description="torch device")
+    embedding_batch_size: int = Field(32, ge=1, le=4096, description="texts per model call")
+    embedding_normalize: bool = Field(True, description="L2-normalise vectors")
+    embedding_threads: int = Field(0, ge=0, description="runtime threads; 0 = all cores")
+    embedding_url: str | None = Field(
+        None, description="OpenAI-compatible /v1/embeddings base URL (remote backend)"
+    )
+    embedding_api_key: SecretStr | None = Field(None, description="key for the remote backend")
+    embedding_cache: bool = Field(True, description="persistent SQLite cache of embeddings")
+    model_dir: Path | None = Field(
+        None, description="exported ONNX models; default <cache_dir>/models"
+    )
+    cache_dir: Path | None = Field(None, description="caches; default <data_dir>/cache")
+
+    # layers
+    layers: dict[str, LayerConfig] = Field(
+        default_factory=_default_layers, description="layers (nested: OSP_LAYERS__<NAME>__...)"
+    )
+
+    debug: bool = Field(False, description="show tracebacks on errors")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get("OSP_CONFIG", "osprag.toml"))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_path.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        sources.append(file_secret_settings)
+        return tuple(sources)
+
+    @field_validator("layers")
+    @classmethod
+    def _check_layers(cls, value: dict[str, LayerConfig]) -> dict[str, LayerConfig]:
+        if not value:
+            raise ValueError("at least one layer is required")
+        for name in value:
+            if not _LAYER_NAME.match(name):
+                raise ValueError(
+                    f"layer name {name!r} must be 2-41 chars of a-z, 0-9, _ or -, starting "
+                    "with a letter"
+                )
+        return value
+
+    @field_validator("chroma_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL with a host")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_remote_security(self) -> Settings:
+        if self.effective_storage == "server" and self.chroma_url is None:
+            raise ValueError("storage=server needs OSP_CHROMA_URL")
+        if self.chroma_url and not self.allow_insecure_remote:
+            parsed = urlparse(self.chroma_url)
+            loopback = parsed.hostname in ("localhost", "::1") or (
+                parsed.hostname or ""
+            ).startswith("127.")
+            has_auth = self.chroma_token is not None or any(
+                k.lower() in ("authorization", "x-chroma-token") for k in self.chroma_headers
+            )
+            if not loopback and not (parsed.scheme == "https" and has_auth):
+                raise ValueError(
+                    f"refusing non-loopback Chroma URL {self.chroma_url} without TLS and an "
+                    "auth header (Chroma itself has no authentication); put an authenticating "
+                    "HTTPS proxy in front and set OSP_CHROMA_TOKEN, or set "
+                    "OSP_ALLOW_INSECURE_REMOTE=1 if the network is trusted"
+                )
+        return self
+
+    @property
+    def effective_storage(self) -> Literal["embedded", "server", "ephemeral"]:
+        if self.storage == "auto":
+            return "server" if self.chroma_url else "embedded"
+        return self.storage
+
+    @property
+    def effective_cache_dir(self) -> Path:
+        if self.cache_dir is not None:
+            return self.cache_dir
+        if self.effective_storage == "embedded":
+            return self.data_dir / "cache"
+        return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "osprag"
+
+    @property
+    def effective_model_dir(self) -> Path:
+        if self.model_dir is not None:
+            return self.model_dir
+        return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "osprag" / "models"
+
+    def layer(self, name: str) -> LayerConfig:
+        from .errors import LayerNotFound
+
+        try:
+            return self.layers[name]
+        except KeyError:
+            known = ", ".join(self.layers)
+            raise LayerNotFound(
+                f"unknown layer {name!r}", hint=f"known layers: {known}"
+            ) from None
+
+    def ordered_layers(self) -> list[str]:
+        return sorted(self.layers, key=lambda n: (self.layers[n].priority, n))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from env, ``osprag.toml`` and overrides, as one ``ConfigError`` on failure."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        msg = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(
+            f"invalid setting {where}: {msg}", hint="check OSP_* variables and osprag.toml"
+        ) from None
+
+
+def settings_markdown() -> str:
+    """The README's settings table, generated from the class."""
+    rows = ["| variable | default | description |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        if name == "layers":
+            default = "kern, erweitert"
+        elif field.default_factory is not None:
+            default = "{}"
+        else:
+            default = "" if field.default is None else str(field.default)
+            if isinstance(field.default, bool):
+                default = str(field.default).lower()
+        env = f"OSP_{name.upper()}" + ("__<NAME>__<KEY>" if name == "layers" else "")
+        rows.append(f"| `{env}` | `{default}` | {field.description or ''} |")
+    rows.append("")
+    rows.append("Layer keys: " + ", ".join(
+        f"`{k}` ({f.description or k})" for k, f in LayerConfig.model_fields.items()
+    ))
+    return "\n".join(rows)

@@ -1,0 +1,148 @@
+"""One error tree for every surface of osprag.
+
+Each class carries a stable ``code`` (the JSON ``error`` field of the HTTP API and the
+``--json`` error shape of the CLI), an ``http_status`` and a CLI ``exit_code``. Surfaces map
+errors once (one CLI handler, one HTTP handler) instead of catching case by case::
+
+    OspragError
+    ├── ConfigError                 settings invalid or contradictory          exit 3 / 400
+    ├── InvalidInput                caller passed something unusable           exit 4 / 400
+    │   ├── InvalidFilter           bad where / where_document                 exit 4 / 400
+    │   ├── InvalidMetadata         metadata fails the schema                  exit 4 / 400
+    │   ├── DimensionMismatch       vector length differs from the layer       exit 4 / 400
+    │   └── DuplicateId             ids repeated in a call or already stored   exit 4 / 409
+    ├── NotFound                                                               exit 5 / 404
+    │   └── LayerNotFound
+    ├── AccessDenied                principal lacks role or clearance          exit 6 / 403
+    ├── StoreError                                                             exit 7 / 500
+    │   ├── StoreUnavailable        chroma server down / data dir unusable     exit 7 / 503
+    │   ├── StoreLocked             another process owns the data dir          exit 8 / 409
+    │   └── NotWritable             data dir cannot be written                 exit 7 / 500
+    └── EmbeddingError                                                         exit 9 / 500
+        ├── ModelNotFound           model name/path cannot be loaded offline   exit 9 / 500
+        └── EmbeddingMismatch       layer was built with another model         exit 9 / 409
+
+Exit 1 is reserved for partial failure (some items failed, the rest done) and 2 for usage
+errors reported by the CLI parser.
+"""
+
+from __future__ import annotations
+
+
+class OspragError(Exception):
+    """Base of every error osprag raises on purpose."""
+
+    code: str = "osprag_error"
+    http_status: int = 500
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(message if hint is None else f"{message} — {hint}")
+
+    def to_dict(self) -> dict[str, str]:
+        body = {"error": self.code, "message": str(self)}
+        return body
+
+
+class ConfigError(OspragError):
+    code = "config_error"
+    http_status = 400
+    exit_code = 3
+
+
+class InvalidInput(OspragError):
+    code = "invalid_input"
+    http_status = 400
+    exit_code = 4
+
+
+class InvalidFilter(InvalidInput):
+    code = "invalid_filter"
+
+
+class InvalidMetadata(InvalidInput):
+    code = "invalid_metadata"
+
+
+class DimensionMismatch(InvalidInput):
+    code = "dimension_mismatch"
+
+
+class DuplicateId(InvalidInput):
+    code = "duplicate_id"
+    http_status = 409
+
+
+class NotFound(OspragError):
+    code = "not_found"
+    http_status = 404
+    exit_code = 5
+
+
+class LayerNotFound(NotFound):
+    code = "layer_not_found"
+
+
+class AccessDenied(OspragError):
+    code = "access_denied"
+    http_status = 403
+    exit_code = 6
+
+
+class StoreError(OspragError):
+    code = "store_error"
+    http_status = 500
+    exit_code = 7
+
+
+class StoreUnavailable(StoreError):
+    code = "store_unavailable"
+    http_status = 503
+
+
+class NotWritable(StoreError):
+    code = "not_writable"
+
+
+class StoreLocked(StoreError):
+    code = "store_locked"
+    http_status = 409
+    exit_code = 8
+
+
+class EmbeddingError(OspragError):
+    code = "embedding_error"
+    http_status = 500
+    exit_code = 9
+
+
+class ModelNotFound(EmbeddingError):
+    code = "model_not_found"
+
+
+class EmbeddingMismatch(EmbeddingError):
+    code = "embedding_mismatch"
+    http_status = 409
+
+
+ALL_ERRORS: tuple[type[OspragError], ...] = (
+    OspragError,
+    ConfigError,
+    InvalidInput,
+    InvalidFilter,
+    InvalidMetadata,
+    DimensionMismatch,
+    DuplicateId,
+    NotFound,
+    LayerNotFound,
+    AccessDenied,
+    StoreError,
+    StoreUnavailable,
+    NotWritable,
+    StoreLocked,
+    EmbeddingError,
+    ModelNotFound,
+    EmbeddingMismatch,
+)

@@ -1,0 +1,678 @@
+"""``KnowledgeBase``: the one Python API that the CLI, the HTTP server and adapters call.
+
+Every write is validated as a whole before anything is written; every read takes a principal
+whose clearance is compiled into the effective filter once; layers are aliases resolved through
+the store's registry, so reindex and restore flip a pointer instead of renaming collections.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, overload
+
+import numpy as np
+
+from .config import Settings, load_settings
+from .embed_cache import CachingEmbedder, EmbeddingCache
+from .embedding import Embedder, ModelIdentity, create_embedder
+from .errors import (
+    AccessDenied,
+    ConfigError,
+    DimensionMismatch,
+    DuplicateId,
+    EmbeddingMismatch,
+    InvalidInput,
+    NotFound,
+    OspragError,
+    StoreError,
+)
+from .filters import Where, clearance_clause, effective_where, validate_where_document
+from .ids import default_id
+from .locking import DataDirLock
+from .metadata import validate_metadata, validate_update_metadata
+from .principal import LOCAL, Principal
+from .results import Hit, LayerStats, QueryResult, Record, WriteResult, score_from_distance
+from .store import SCHEMA_VERSION, Collection, IndexConfig, Store
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int], None]
+_INCLUDE = {"documents", "metadatas", "embeddings"}
+MAX_RESULTS = 1000
+
+
+def _as_list(value: str | Sequence[str], what: str) -> list[str]:
+    items = [value] if isinstance(value, str) else list(value)
+    if not items:
+        raise InvalidInput(f"{what} must not be empty")
+    for i, item in enumerate(items):
+        if not isinstance(item, str) or not item.strip():
+            raise InvalidInput(f"{what}[{i}] must be a non-empty string")
+    return items
+
+
+def _check_include(include: Sequence[str]) -> list[str]:
+    bad = [i for i in include if i not in _INCLUDE]
+    if bad:
+        raise InvalidInput(f"unknown include {bad}", hint=f"choose from {sorted(_INCLUDE)}")
+    return list(include)
+
+
+class KnowledgeBase:
+    """A multi-layer knowledge base over one Chroma database."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        embedder: Embedder | None = None,
+        read_only: bool = False,
+        lock: DataDirLock | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.read_only = read_only
+        self._lock = lock
+        self._embedder = embedder
+        self._cache: EmbeddingCache | None = None
+        self._cols: dict[str, Collection] = {}
+        self.warnings: dict[str, list[str]] = {}
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @classmethod
+    def open(
+        cls,
+        settings: Settings | None = None,
+        *,
+        embedder: Embedder | None = None,
+        read_only: bool = False,
+    ) -> KnowledgeBase:
+        """Connect to the store; in embedded mode a writer takes the data-dir lock first."""
+        settings = settings or load_settings()
+        lock: DataDirLock | None = None
+        if settings.effective_storage == "embedded" and not read_only:
+            try:
+                settings.data_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                from .errors import NotWritable
+
+                raise NotWritable(
+                    f"data dir {settings.data_dir} cannot be created: {exc.strerror or exc}",
+                    hint="set OSP_DATA_DIR to a writable directory",
+                ) from None
+            lock = DataDirLock(settings.data_dir)
+            lock.acquire(settings.lock_timeout)
+        try:
+            store = Store(settings)
+            store.registry()  # creates it on first use and checks the schema version
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        return cls(settings, store, embedder=embedder, read_only=read_only, lock=lock)
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+        self.store.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> KnowledgeBase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def embedder(self) -> Embedder:
+        """Created on first use so that reads that need no vectors never load a model."""
+        if self._embedder is None:
+            self._embedder = create_embedder(self.settings)
+        if self.settings.embedding_cache and not isinstance(self._embedder, CachingEmbedder):
+            if self._cache is None:
+                self._cache = EmbeddingCache(
+                    self.settings.effective_cache_dir / "embeddings.sqlite"
+                )
+            self._embedder = CachingEmbedder(self._embedder, self._cache)
+        return self._embedder
+
+    def use_embedder(self, embedder: Embedder) -> None:
+        """Switch models (after a reindex); cached layer handles are re-checked."""
+        self._embedder = embedder
+        self._cols.clear()
+
+    # ----------------------------------------------------------------- layers
+
+    def _layer_metadata(self, layer: str, identity: ModelIdentity) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "osp_schema_version": SCHEMA_VERSION,
+            "osp_layer": layer,
+            "osp_created": time.time(),
+        }
+        meta.update(identity.to_metadata())
+        return meta
+
+    def _new_collection_name(self, layer: str) -> str:
+        base = self.settings.layer(layer).collection_name(layer)
+        existing = set(self.store.list_collections())
+        if base not in existing:
+            return base
+        n = 2
+        while f"{base}__v{n}" in existing:
+            n += 1
+        return f"{base}__v{n}"
+
+    def create_layer_collection(self, layer: str, identity: ModelIdentity) -> Collection:
+        name = self._new_collection_name(layer)
+        return self.store.create_collection(
+            name, self._layer_metadata(layer, identity), IndexConfig.from_settings(self.settings)
+        )
+
+    def _collection(self, layer: str, *, create: bool) -> Collection | None:
+        self.settings.layer(layer)  # LayerNotFound for unknown names
+        cached = self._cols.get(layer)
+        if cached is not None:
+            return cached
+        name = self.store.aliases().get(layer)
+        col = self.store.get_collection(name) if name else None
+        if col is None:
+            if not create:
+                return None
+            self._require_writable()
+            col = self.create_layer_collection(layer, self.embedder.identity)
+            self.store.set_alias(layer, col.name)
+        self._check_collection(layer, col)
+        self._cols[layer] = col
+        return col
+
+    def _check_collection(self, layer: str, col: Collection) -> None:
+        stored = ModelIdentity.from_metadata(col.metadata)
+        if stored is None:
+            raise ConfigError(
+                f"collection {col.name} of layer {layer!r} carries no osprag model identity",
+                hint="it was not created by osprag; import it with `osp import` instead",
+            )
+        current = self.embedder.identity
+        diffs = stored.differences(current)
+        if diffs:
+            raise EmbeddingMismatch(
+                f"layer {layer!r} was built with {stored.name} (dim {stored.dimension}) but the "
+                f"configured model is {current.name} (dim {current.dimension}); differs in "
+                f"{', '.join(diffs)}",
+                hint=f"set OSP_EMBEDDING_MODEL={stored.name} or run "
+                f"`osp reindex --model {current.name}` to re-embed the layer",
+            )
+        self.warnings[layer] = self._drift(col)
+        for warning in self.warnings[layer]:
+            log.warning("layer %s: %s", layer, warning)
+
+    def _drift(self, col: Collection) -> list[str]:
+        have = col.index_config()
+        want = IndexConfig.from_settings(self.settings)
+        if have is None:
+            return []
+        out = []
+        for field, label in (("space", "space"), ("m", "HNSW M"), ("ef_construction", "ef_construction")):
+            if getattr(have, field) != getattr(want, field):
+                out.append(
+                    f"{label} is {getattr(have, field)} but settings say {getattr(want, field)}; "
+                    "the stored index is used — run `osp reindex` to rebuild with the settings"
+                )
+        if have.ef_search != want.ef_search:
+            out.append(f"ef_search is {have.ef_search}, settings say {want.ef_search}")
+        return out
+
+    def _space(self, col: Collection) -> str:
+        conf = col.index_config()
+        return conf.space if conf else self.settings.space
+
+    def _require_writable(self) -> None:
+        if self.read_only:
+            raise AccessDenied(
+                "this knowledge base was opened read-only",
+                hint="open it without read_only (only one writer per embedded data dir)",
+            )
+
+    # ----------------------------------------------------------------- writes
+
+    def add(
+        self,
+        layer: str,
+        texts: str | Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | Mapping[str, Any] | None = None,
+        embeddings: Any = None,
+        progress: Progress | None = None,
+    ) -> WriteResult:
+        """Insert new records; ids that already exist are an error (Chroma ignores them)."""
+        return self._write("add", layer, texts, ids, metadatas, embeddings, progress)
+
+    def upsert(
+        self,
+        layer: str,
+        texts: str | Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | Mapping[str, Any] | None = None,
+        embeddings: Any = None,
+        progress: Progress | None = None,
+    ) -> WriteResult:
+        """Insert or replace records (text, metadata and vector replaced as a whole)."""
+        return self._write("upsert", layer, texts, ids, metadatas, embeddings, progress)
+
+    def _write(
+        self,
+        op: str,
+        layer: str,
+        texts: str | Sequence[str],
+        ids: Sequence[str] | None,
+        metadatas: Sequence[Mapping[str, Any] | None] | Mapping[str, Any] | None,
+        embeddings: Any,
+        progress: Progress | None,
+    ) -> WriteResult:
+        self._require_writable()
+        cfg = self.settings.layer(layer)
+        docs = _as_list(texts, "texts")
+        n = len(docs)
+        if metadatas is None or isinstance(metadatas, Mapping):
+            raw_metas: list[Mapping[str, Any] | None] = [metadatas] * n
+        else:
+            raw_metas = list(metadatas)
+            if len(raw_metas) != n:
+                raise InvalidInput(f"{len(raw_metas)} metadatas for {n} texts")
+        metas = [
+            validate_metadata(m, default_access_level=cfg.default_access_level, where=f"metadata[{i}]")
+            for i, m in enumerate(raw_metas)
+        ]
+        if ids is None:
+            id_list = [default_id(layer, d, m) for d, m in zip(docs, metas, strict=True)]
+        else:
+            id_list = _as_list(ids, "ids") if not isinstance(ids, str) else [ids]
+            if len(id_list) != n:
+                raise InvalidInput(f"{len(id_list)} ids for {n} texts")
+        seen: set[str] = set()
+        dups = sorted({i for i in id_list if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
+        if dups:
+            raise DuplicateId(
+                f"{len(dups)} id(s) repeated in one call: {', '.join(dups[:5])}",
+                hint="ids must be unique within a call; nothing was written",
+            )
+        vectors = self._check_vectors(embeddings, n, layer) if embeddings is not None else None
+        col = self._collection(layer, create=True)
+        assert col is not None
+        if op == "add":
+            existing = col.existing_ids(id_list)
+            if existing:
+                shown = ", ".join(sorted(existing)[:5])
+                raise DuplicateId(
+                    f"{len(existing)} id(s) already exist in layer {layer!r}: {shown}",
+                    hint="use upsert to replace them; nothing was written",
+                )
+        result = WriteResult(layer=layer, op=op, ids=id_list)
+        if vectors is None:
+            vectors, result.embedded, result.cached = self._embed_documents(docs)
+        col.write(op, id_list, vectors.tolist(), docs, metas, progress)
+        return result
+
+    def _embed_documents(self, docs: list[str]) -> tuple[np.ndarray[Any, Any], int, int]:
+        embedder = self.embedder
+        before = (embedder.hits, embedder.misses) if isinstance(embedder, CachingEmbedder) else None
+        vectors = np.asarray(embedder.embed_documents(docs), dtype=np.float32)
+        if before is not None and isinstance(embedder, CachingEmbedder):
+            return vectors, embedder.misses - before[1], embedder.hits - before[0]
+        return vectors, len(docs), 0
+
+    def _check_vectors(self, embeddings: Any, n: int, layer: str) -> np.ndarray[Any, Any]:
+        try:
+            vectors = np.asarray(embeddings, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise DimensionMismatch(
+                "embeddings must be a rectangular list of numbers (ragged lengths?)"
+            ) from None
+        existing = self._collection(layer, create=False)
+        stored = ModelIdentity.from_metadata(existing.metadata) if existing else None
+        dim = stored.dimension if stored else self.embedder.identity.dimension
+        if vectors.ndim != 2 or vectors.shape[0] != n or vectors.shape[1] != dim:
+            raise DimensionMismatch(
+                f"layer {layer!r} expects {n} vectors of dimension {dim}, got shape "
+                f"{tuple(vectors.shape)}",
+                hint="pass vectors from the layer's model, or omit embeddings to let osprag embed",
+            )
+        if not np.isfinite(vectors).all():
+            raise DimensionMismatch("embeddings contain NaN or infinity")
+        return vectors
+
+    def update(
+        self,
+        layer: str,
+        ids: Sequence[str],
+        *,
+        texts: Sequence[str] | None = None,
+        metadatas: Sequence[Mapping[str, Any]] | None = None,
+    ) -> WriteResult:
+        """Change existing records; metadata keys merge into what is stored (Chroma semantics)."""
+        self._require_writable()
+        self.settings.layer(layer)
+        id_list = _as_list(ids, "ids")
+        if len(set(id_list)) != len(id_list):
+            raise DuplicateId("ids repeated in one update call; nothing was written")
+        docs = _as_list(texts, "texts") if texts is not None else None
+        if docs is not None and len(docs) != len(id_list):
+            raise InvalidInput(f"{len(docs)} texts for {len(id_list)} ids")
+        metas = None
+        if metadatas is not None:
+            if len(metadatas) != len(id_list):
+                raise InvalidInput(f"{len(metadatas)} metadatas for {len(id_list)} ids")
+            metas = [
+                validate_update_metadata(m, where=f"metadata[{i}]")
+                for i, m in enumerate(metadatas)
+            ]
+        if docs is None and metas is None:
+            raise InvalidInput("update needs texts or metadatas")
+        col = self._collection(layer, create=False)
+        missing = set(id_list) - (col.existing_ids(id_list) if col else set())
+        if missing:
+            raise NotFound(
+                f"{len(missing)} id(s) not in layer {layer!r}: {', '.join(sorted(missing)[:5])}",
+                hint="use upsert to create records; nothing was written",
+            )
+        assert col is not None
+        result = WriteResult(layer=layer, op="update", ids=id_list)
+        vectors = None
+        if docs is not None:
+            vectors, result.embedded, result.cached = self._embed_documents(docs)
+        col.write("update", id_list, vectors.tolist() if vectors is not None else None, docs, metas)
+        return result
+
+    def delete(
+        self,
+        layer: str,
+        *,
+        ids: Sequence[str] | None = None,
+        where: Mapping[str, Any] | None = None,
+        where_document: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Delete matching records and return how many existed; ids are resolved first."""
+        self._require_writable()
+        self.settings.layer(layer)
+        wh = effective_where(where, LOCAL)
+        wd = validate_where_document(where_document)
+        if ids is None and wh is None and wd is None:
+            raise InvalidInput(
+                "delete needs ids, where or where_document",
+                hint="to empty a whole layer use `osp drop LAYER --yes`",
+            )
+        col = self._collection(layer, create=False)
+        if col is None:
+            return 0
+        targets = col.get(
+            ids=_as_list(ids, "ids") if ids is not None else None,
+            where=wh,
+            where_document=wd,
+            include=[],
+        )["ids"]
+        if targets:
+            col.delete(targets)
+        return len(targets)
+
+    def drop_layer(self, layer: str, *, yes: bool = False) -> int:
+        """Remove a layer's data entirely; refuses without ``yes`` because it cannot be undone."""
+        self._require_writable()
+        self.settings.layer(layer)
+        if not yes:
+            raise InvalidInput(
+                f"refusing to drop layer {layer!r} without confirmation",
+                hint="pass --yes (CLI) or yes=True",
+            )
+        col = self._collection(layer, create=False)
+        if col is None:
+            return 0
+        count = col.count()
+        self.store.set_alias(layer, None)
+        self.store.delete_collection(col.name)
+        self._cols.pop(layer, None)
+        return count
+
+    # ----------------------------------------------------------------- reads
+
+    def _layers_arg(self, layers: str | Sequence[str] | None) -> list[str]:
+        if layers is None:
+            return self.settings.ordered_layers()
+        names = [layers] if isinstance(layers, str) else list(layers)
+        if not names:
+            raise InvalidInput("layers must not be an empty list (omit it for all layers)")
+        for name in names:
+            self.settings.layer(name)
+        return list(dict.fromkeys(names))
+
+    def get(
+        self,
+        layer: str,
+        *,
+        ids: Sequence[str] | None = None,
+        where: Mapping[str, Any] | None = None,
+        where_document: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        include: Sequence[str] = ("documents", "metadatas"),
+        principal: Principal = LOCAL,
+    ) -> list[Record]:
+        """Records by id or filter, only those the principal's clearance allows."""
+        wh = effective_where(where, principal)
+        wd = validate_where_document(where_document)
+        inc = _check_include(include)
+        if limit is not None and (isinstance(limit, bool) or limit < 1):
+            raise InvalidInput(f"limit must be >= 1, got {limit}")
+        if offset is not None and offset < 0:
+            raise InvalidInput(f"offset must be >= 0, got {offset}")
+        col = self._collection(layer, create=False)
+        if col is None:
+            return []
+        res = col.get(
+            ids=_as_list(ids, "ids") if ids is not None else None,
+            where=wh,
+            where_document=wd,
+            limit=limit,
+            offset=offset,
+            include=sorted(set(inc) | {"metadatas"}),
+        )
+        out = []
+        for i, rid in enumerate(res["ids"]):
+            meta = dict(res["metadatas"][i] or {})
+            if not self._allowed(meta, principal):
+                continue
+            out.append(
+                Record(
+                    id=rid,
+                    layer=layer,
+                    text=res["documents"][i] if "documents" in inc else None,
+                    metadata=meta if "metadatas" in inc else {},
+                    embedding=[float(x) for x in res["embeddings"][i]]
+                    if "embeddings" in inc
+                    else None,
+                )
+            )
+        return out
+
+    @staticmethod
+    def _allowed(meta: Mapping[str, Any], principal: Principal) -> bool:
+        """Defence in depth: the filter already excluded these; a bug there must not leak."""
+        level = meta.get("access_level", 4)
+        return isinstance(level, int) and level <= principal.clearance
+
+    def count(self, layer: str, *, principal: Principal = LOCAL) -> int:
+        col = self._collection(layer, create=False)
+        if col is None:
+            return 0
+        clause = clearance_clause(principal)
+        if clause is None:
+            return col.count()
+        return len(col.get(where=clause, include=[])["ids"])
+
+    @overload
+    def query(
+        self,
+        texts: str,
+        *,
+        layers: str | Sequence[str] | None = ...,
+        n_results: int = ...,
+        where: Mapping[str, Any] | None = ...,
+        where_document: Mapping[str, Any] | None = ...,
+        include: Sequence[str] = ...,
+        min_score: float | None = ...,
+        principal: Principal = ...,
+    ) -> QueryResult: ...
+
+    @overload
+    def query(
+        self,
+        texts: Sequence[str],
+        *,
+        layers: str | Sequence[str] | None = ...,
+        n_results: int = ...,
+        where: Mapping[str, Any] | None = ...,
+        where_document: Mapping[str, Any] | None = ...,
+        include: Sequence[str] = ...,
+        min_score: float | None = ...,
+        principal: Principal = ...,
+    ) -> list[QueryResult]: ...
+
+    def query(
+        self,
+        texts: str | Sequence[str],
+        *,
+        layers: str | Sequence[str] | None = None,
+        n_results: int = 5,
+        where: Mapping[str, Any] | None = None,
+        where_document: Mapping[str, Any] | None = None,
+        include: Sequence[str] = ("documents", "metadatas"),
+        min_score: float | None = None,
+        principal: Principal = LOCAL,
+    ) -> QueryResult | list[QueryResult]:
+        """Search the chosen layers (default all) and merge into one ranking per query."""
+        queries = _as_list(texts, "texts")
+        if isinstance(n_results, bool) or not isinstance(n_results, int) or n_results < 1:
+            raise InvalidInput(f"n_results must be an integer >= 1, got {n_results!r}")
+        if n_results > MAX_RESULTS:
+            raise InvalidInput(f"n_results must be <= {MAX_RESULTS}, got {n_results}")
+        if min_score is not None and not isinstance(min_score, int | float):
+            raise InvalidInput(f"min_score must be a number, got {min_score!r}")
+        inc = _check_include(include)
+        names = self._layers_arg(layers)
+        wh: Where | None = effective_where(where, principal)
+        wd = validate_where_document(where_document)
+        cols = [(n, c) for n in names if (c := self._collection(n, create=False)) is not None]
+
+        t0 = time.perf_counter()
+        vectors = self.embedder.embed_queries(queries) if cols else None
+        t1 = time.perf_counter()
+        raw: list[tuple[str, str, dict[str, Any]]] = []
+        want = sorted(set(inc) | {"metadatas", "distances"})
+        for name, col in cols:
+            assert vectors is not None
+            raw.append((name, self._space(col), col.query(vectors, n_results, wh, wd, want)))
+        t2 = time.perf_counter()
+        results = [
+            self._merge(q, qi, raw, n_results, inc, min_score, principal)
+            for qi, q in enumerate(queries)
+        ]
+        t3 = time.perf_counter()
+        timings = {
+            "embed": (t1 - t0) * 1000,
+            "search": (t2 - t1) * 1000,
+            "merge": (t3 - t2) * 1000,
+            "total": (t3 - t0) * 1000,
+        }
+        for result in results:
+            result.timings_ms = dict(timings)
+        return results[0] if isinstance(texts, str) else results
+
+    def _merge(
+        self,
+        query: str,
+        qi: int,
+        raw: list[tuple[str, str, dict[str, Any]]],
+        n_results: int,
+        include: list[str],
+        min_score: float | None,
+        principal: Principal,
+    ) -> QueryResult:
+        hits: list[tuple[float, int, Hit]] = []
+        for name, space, res in raw:
+            cfg = self.settings.layers[name]
+            for j, rid in enumerate(res["ids"][qi]):
+                meta = dict(res["metadatas"][qi][j] or {})
+                if not self._allowed(meta, principal):
+                    continue
+                distance = float(res["distances"][qi][j])
+                score = score_from_distance(distance, space)
+                if min_score is not None and score < min_score:
+                    continue
+                hit = Hit(
+                    id=rid,
+                    layer=name,
+                    text=res["documents"][qi][j] if "documents" in include else None,
+                    metadata=meta if "metadatas" in include else {},
+                    distance=distance,
+                    score=score,
+                )
+                hits.append((score * cfg.weight, -cfg.priority, hit))
+        hits.sort(key=lambda t: (t[0], t[1]), reverse=True)
+        ranked = [h for _, _, h in hits[:n_results]]
+        for rank, hit in enumerate(ranked, 1):
+            hit.rank = rank
+        return QueryResult(query=query, hits=ranked)
+
+    # ----------------------------------------------------------------- introspection
+
+    def stats(self) -> list[LayerStats]:
+        """Per layer: count, model identity, index config, disk size, and any warnings."""
+        aliases = self.store.aliases()
+        out = []
+        for name in self.settings.ordered_layers():
+            cfg = self.settings.layers[name]
+            col = self.store.get_collection(aliases[name]) if name in aliases else None
+            warnings: list[str] = []
+            model = index = None
+            count, disk = 0, None
+            if col is not None:
+                count = col.count()
+                stored = ModelIdentity.from_metadata(col.metadata)
+                model = stored.__dict__ if stored else None
+                conf = col.index_config()
+                index = conf.__dict__ if conf else None
+                disk = self.store.collection_disk_bytes(col.id)
+                try:
+                    self._check_collection(name, col)
+                    warnings = self.warnings.get(name, [])
+                except OspragError as exc:
+                    warnings = [str(exc)]
+            out.append(
+                LayerStats(
+                    layer=name,
+                    collection=col.name if col else None,
+                    count=count,
+                    description=cfg.description,
+                    weight=cfg.weight,
+                    model=model,
+                    index=index,
+                    disk_bytes=disk,
+                    warnings=warnings,
+                )
+            )
+        return out
+
+    def collection_for(self, layer: str) -> Collection | None:
+        """The physical collection behind a layer (for ops modules, not for end users)."""
+        try:
+            return self._collection(layer, create=False)
+        except StoreError:
+            self._cols.pop(layer, None)
+            raise

@@ -1,0 +1,423 @@
+"""ONNX runtime for sentence-transformers models: same vectors, a fraction of the latency.
+
+torch is needed once, to export and verify; serving then needs only onnxruntime, tokenizers and
+numpy, so a server process starts fast and never imports torch. An export lives in
+``<model_dir>/<identity.key>/`` and only counts once its ``export.json`` (written last, after the
+parity check) names the exact identity, so changed weights or settings never reuse a stale export.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import Settings
+from .embedding import (
+    ModelIdentity,
+    SentenceTransformerEmbedder,
+    Vectors,
+    has_dense_head,
+    read_identity,
+)
+from .errors import EmbeddingError, ModelNotFound
+
+MIN_COSINE = 0.9999
+"""Parity floor against torch; a module attribute so tests can force a failing export."""
+MAX_NORM_DRIFT = 1e-3
+"""Cosine is blind to scale, so an unnormalised-vs-normalised mismatch is caught by norms."""
+OPSET = 17
+FORMAT = 1
+_SUPPORTED_POOLING = ("mean", "cls", "max")
+_UNSUPPORTED_POOL_KEYS = (
+    "pooling_mode_mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens",
+    "pooling_mode_lasttoken",
+)
+
+_PARITY_TEXTS = [
+    "Prüfmittelüberwachung",
+    "Wie oft müssen Messmittel kalibriert werden?",
+    "What is a control plan?",
+    "8D-Report: Ursache, Abstellmaßnahme, Wirksamkeitsprüfung.",
+    "PPAP level 3 submission requirements for a new supplier part",
+    "Die FMEA bewertet Bedeutung, Auftreten und Entdeckung; Maßnahmen nach Aufgabenpriorität.",
+    "Reklamation: Öse außerhalb Toleranz, Sofortmaßnahme 100 % Sortierprüfung.",
+    "IATF 16949 clause 8.5.1.1 control plan",
+    "ok",
+    "Straße, Übergabe, Äußerung, Maß, Fuß — ÄÖÜ äöü ß",
+    "Measurement system analysis: gauge R&R below 10 % is acceptable, 10-30 % conditional.",
+    "Arbeitsanweisung AA-0815 Rev. C gilt ab 01.03.2025 für Linie 4 (Schweißen).",
+    "Who approves deviations from the drawing?",
+    "Lieferantenbewertung: Qualität 40 %, Liefertreue 30 %, Kommunikation 30 %.",
+    "Sonderfreigabe beantragen",
+    "The first article inspection report must list every characteristic on the drawing.",
+    "Produktaudit, Prozessaudit und Systemaudit nach VDA 6.3 und VDA 6.5",
+    "Der Produktionslenkungsplan beschreibt Prüfmerkmale, Prüfmittel und Reaktionspläne. " * 20,
+    "Nonconforming product is identified, segregated and dispositioned before shipment. " * 20,
+    "Kurz.",
+]
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What ``osp model export`` prints: where, which model, how faithful, how long."""
+
+    path: Path
+    name: str
+    min_cosine: float
+    seconds: float
+    reused: bool
+
+
+# ---------------------------------------------------------------- runtime
+
+
+class OnnxEmbedder:
+    """Embedder on onnxruntime; shares its identity with the torch original it was verified on."""
+
+    def __init__(
+        self,
+        directory: Path,
+        identity: ModelIdentity,
+        *,
+        batch_size: int = 32,
+        threads: int = 0,
+        manifest: dict[str, Any] | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        self._identity = identity
+        self.batch_size = max(1, batch_size)
+        self.threads = threads
+        meta = manifest if manifest is not None else _read_json(self.directory / "export.json")
+        if identity.pooling not in _SUPPORTED_POOLING:
+            raise EmbeddingError(f"pooling {identity.pooling!r} has no ONNX implementation")
+        self._max_len = int(meta.get("max_seq_length") or identity.max_seq_length)
+        self._pad_id = int(meta.get("pad_token_id") or 0)
+        # A Normalize module in the model normalises on torch whatever the setting says.
+        self._normalize = identity.normalize or bool(meta.get("normalize_module"))
+        self._lock = threading.Lock()
+        self._session: Any = None
+        self._tokenizer: Any = None
+        self._inputs: frozenset[str] = frozenset()
+
+    def __repr__(self) -> str:
+        return f"OnnxEmbedder({self._identity.name!r}, {str(self.directory)!r})"
+
+    @property
+    def identity(self) -> ModelIdentity:
+        return self._identity
+
+    def embed_documents(self, texts: Sequence[str]) -> Vectors:
+        return self._encode([self._identity.passage_prefix + t for t in texts])
+
+    def embed_queries(self, texts: Sequence[str]) -> Vectors:
+        return self._encode([self._identity.query_prefix + t for t in texts])
+
+    def _runtime(self) -> tuple[Any, Any]:
+        """Lazy, so commands that never embed do not pay for session creation."""
+        with self._lock:
+            if self._session is None:
+                import onnxruntime as ort
+                from tokenizers import Tokenizer
+
+                tokenizer = Tokenizer.from_file(str(self.directory / "tokenizer.json"))
+                # tokenizer.json often pins fixed padding/truncation (MiniLM: 128) unlike ST.
+                tokenizer.no_padding()
+                tokenizer.enable_truncation(max_length=self._max_len)
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads = self.threads or os.cpu_count() or 0
+                opts.inter_op_num_threads = 1
+                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                # Spinning threads burn idle CPU between queries, which a server cannot afford.
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+                try:
+                    session = ort.InferenceSession(
+                        str(self.directory / "model.onnx"),
+                        sess_options=opts,
+                        providers=["CPUExecutionProvider"],
+                    )
+                except Exception as exc:
+                    raise ModelNotFound(
+                        f"cannot load ONNX model from {self.directory}: {exc}",
+                        hint="re-run `osp model export --force`",
+                    ) from None
+                self._inputs = frozenset(i.name for i in session.get_inputs())
+                self._tokenizer, self._session = tokenizer, session
+            return self._session, self._tokenizer
+
+    def _encode(self, texts: Sequence[str]) -> Vectors:
+        dim = self._identity.dimension
+        if not texts:
+            return np.zeros((0, dim), dtype=np.float32)
+        session, tokenizer = self._runtime()
+        encodings = tokenizer.encode_batch(list(texts))
+        # Similar lengths share a batch, so little compute goes to padding.
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        out = np.empty((len(encodings), dim), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            feeds = _pad([encodings[i] for i in idx], self._pad_id)
+            hidden = session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
+            if hidden.shape[-1] != dim:
+                raise EmbeddingError(
+                    f"ONNX model returns {hidden.shape[-1]}-d vectors, identity says {dim}",
+                    hint="re-run `osp model export --force`",
+                )
+            out[idx] = self._pool(np.asarray(hidden, dtype=np.float32), feeds["attention_mask"])
+        return out
+
+    def _pool(self, hidden: np.ndarray[Any, Any], mask: np.ndarray[Any, Any]) -> Vectors:
+        maskf = mask.astype(np.float32)
+        if self._identity.pooling == "cls":
+            pooled = hidden[:, 0]
+        elif self._identity.pooling == "max":
+            pooled = np.where(maskf[..., None] > 0, hidden, np.float32(-1e9)).max(axis=1)
+        else:
+            summed = np.matmul(maskf[:, None, :], hidden)[:, 0]
+            pooled = summed / np.maximum(maskf.sum(axis=1, keepdims=True), 1e-9)
+        if self._normalize:
+            pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return np.asarray(pooled, dtype=np.float32)
+
+
+def _pad(encodings: Sequence[Any], pad_id: int) -> dict[str, np.ndarray[Any, Any]]:
+    width = max(len(e.ids) for e in encodings)
+    ids = np.full((len(encodings), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(encodings), width), dtype=np.int64)
+    types = np.zeros((len(encodings), width), dtype=np.int64)
+    for row, enc in enumerate(encodings):
+        n = len(enc.ids)
+        ids[row, :n] = enc.ids
+        mask[row, :n] = enc.attention_mask
+        types[row, :n] = enc.type_ids
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+# ---------------------------------------------------------------- lookup
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _verified_manifest(directory: Path, identity: ModelIdentity) -> dict[str, Any] | None:
+    manifest = _read_json(directory / "export.json")
+    if manifest.get("format") != FORMAT or manifest.get("identity") != asdict(identity):
+        return None
+    if not all((directory / f).is_file() for f in ("model.onnx", "tokenizer.json")):
+        return None
+    return manifest
+
+
+def load_exported(settings: Settings, folder: Path) -> OnnxEmbedder | None:
+    """The verified export for this exact identity, or None to fall back to torch."""
+    identity = read_identity(settings.embedding_model, folder, settings.embedding_normalize)
+    directory = settings.effective_model_dir / identity.key
+    manifest = _verified_manifest(directory, identity)
+    if manifest is None:
+        return None
+    return OnnxEmbedder(
+        directory,
+        identity,
+        batch_size=settings.embedding_batch_size,
+        threads=settings.embedding_threads,
+        manifest=manifest,
+    )
+
+
+# ---------------------------------------------------------------- export
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    import fcntl
+
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def export_model(settings: Settings, folder: Path, *, force: bool = False) -> ExportReport:
+    """Export, verify against torch, and only then publish the export under its identity key."""
+    started = time.perf_counter()
+    folder = Path(folder)
+    if has_dense_head(folder):
+        raise EmbeddingError(
+            f"{folder} has a Dense head after pooling; the ONNX export covers only the transformer",
+            hint="use the torch backend for this model (OSP_EMBEDDING_BACKEND=torch)",
+        )
+    pool_cfg = _read_json(folder / "1_Pooling" / "config.json")
+    if any(pool_cfg.get(k) for k in _UNSUPPORTED_POOL_KEYS):
+        raise EmbeddingError(
+            f"{folder} uses a pooling mode the ONNX runtime does not implement",
+            hint="use the torch backend for this model (OSP_EMBEDDING_BACKEND=torch)",
+        )
+    identity = read_identity(settings.embedding_model, folder, settings.embedding_normalize)
+    parent = settings.effective_model_dir
+    target = parent / identity.key
+    parent.mkdir(parents=True, exist_ok=True)
+    with _locked(parent / ".lock"):
+        # Under the lock, leftover temp dirs can only belong to exports that died.
+        for stale in parent.glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        existing = None if force else _verified_manifest(target, identity)
+        if existing is not None:
+            return ExportReport(
+                target,
+                identity.name,
+                float(existing.get("min_cosine", 0.0)),
+                time.perf_counter() - started,
+                reused=True,
+            )
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=parent))
+        try:
+            min_cos = _export_into(tmp, settings, folder, identity)
+            if target.exists():
+                old = Path(tempfile.mkdtemp(prefix=".tmp-old-", dir=parent))
+                os.replace(target, old / "export")
+            os.replace(tmp, target)
+        finally:
+            for leftover in parent.glob(".tmp-*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+    return ExportReport(target, identity.name, min_cos, time.perf_counter() - started, False)
+
+
+def _export_into(tmp: Path, settings: Settings, folder: Path, identity: ModelIdentity) -> float:
+    try:
+        import onnxruntime
+        import torch
+    except ImportError as exc:  # pragma: no cover - dependency missing
+        raise EmbeddingError(
+            f"exporting needs torch and onnxruntime: {exc}", hint="pip install 'osprag[export]'"
+        ) from None
+    reference = SentenceTransformerEmbedder(
+        model=settings.embedding_model,
+        folder=folder,
+        batch_size=settings.embedding_batch_size,
+        normalize=settings.embedding_normalize,
+        threads=settings.embedding_threads,
+    )
+    st_model = reference._load()
+    hf_model = getattr(st_model[0], "auto_model", None)
+    tokenizer = getattr(st_model, "tokenizer", None)
+    if not isinstance(hf_model, torch.nn.Module) or not (folder / "tokenizer.json").is_file():
+        raise EmbeddingError(
+            f"{folder} is not a transformer model with a fast tokenizer (tokenizer.json)",
+            hint="use the torch backend for this model (OSP_EMBEDDING_BACKEND=torch)",
+        )
+    shutil.copyfile(folder / "tokenizer.json", tmp / "tokenizer.json")
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "identity": asdict(identity),
+        "pooling": identity.pooling,
+        "max_seq_length": int(getattr(st_model, "max_seq_length", 0) or identity.max_seq_length),
+        "pad_token_id": int(getattr(tokenizer, "pad_token_id", None) or 0),
+        "normalize_module": any("Normalize" in type(m).__name__ for m in st_model),
+        "opset": OPSET,
+        "onnxruntime": onnxruntime.__version__,
+        "torch": torch.__version__,
+    }
+    uses_types = "token_type_ids" in _forward_params(hf_model)
+
+    class _Wrapper(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(
+            self,
+            input_ids: torch.Tensor,
+            attention_mask: torch.Tensor,
+            token_type_ids: torch.Tensor | None = None,
+        ) -> torch.Tensor:
+            extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+            out = self.inner(input_ids=input_ids, attention_mask=attention_mask, **extra)
+            return out.last_hidden_state  # type: ignore[no-any-return]
+
+    # Padded sample batch: an all-ones mask would let the tracer drop the masking branch.
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tmp / "tokenizer.json"))
+    tok.no_padding()
+    feeds = _pad(tok.encode_batch(["Prüfplan Freigabe", "a"]), manifest["pad_token_id"])
+    if not uses_types:
+        del feeds["token_type_ids"]
+    kwargs = {k: torch.from_numpy(v) for k, v in feeds.items()}
+    names = list(kwargs)
+    axes = {n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]}
+    with torch.no_grad(), warnings.catch_warnings():
+        # The legacy exporter warns (deprecation, tracer, opset notes); parity is the real check.
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                _Wrapper(hf_model).eval(),
+                (),
+                str(tmp / "model.onnx"),
+                kwargs=kwargs,
+                input_names=names,
+                output_names=["last_hidden_state"],
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        except Exception as exc:
+            raise EmbeddingError(f"ONNX export of {identity.name} failed: {exc}") from None
+    min_cos = _check_parity(reference, OnnxEmbedder(tmp, identity, manifest=manifest))
+    manifest["min_cosine"] = min_cos
+    manifest["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    (tmp / "export.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return min_cos
+
+
+def _forward_params(model: Any) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(model.forward).parameters)
+
+
+def _check_parity(reference: SentenceTransformerEmbedder, candidate: OnnxEmbedder) -> float:
+    """Batched and single-text runs, since padding and its absence take different code paths."""
+    pairs = [
+        (reference.embed_documents(_PARITY_TEXTS), candidate.embed_documents(_PARITY_TEXTS)),
+        *(
+            (reference.embed_queries([t]), candidate.embed_queries([t]))
+            for t in (_PARITY_TEXTS[1], _PARITY_TEXTS[-3])
+        ),
+    ]
+    worst_cos, worst_norm = 1.0, 0.0
+    for want, got in pairs:
+        if want.shape != got.shape:
+            raise EmbeddingError(f"ONNX output shape {got.shape} differs from torch {want.shape}")
+        wn, gn = np.linalg.norm(want, axis=1), np.linalg.norm(got, axis=1)
+        cos = (want * got).sum(axis=1) / np.maximum(wn * gn, 1e-12)
+        worst_cos = min(worst_cos, float(cos.min()))
+        worst_norm = max(worst_norm, float((np.abs(wn - gn) / np.maximum(wn, 1e-12)).max()))
+    if worst_cos < MIN_COSINE or worst_norm > MAX_NORM_DRIFT:
+        raise EmbeddingError(
+            f"ONNX export of {reference.identity.name} does not match torch "
+            f"(min cosine {worst_cos:.6f}, need {MIN_COSINE}; norm drift {worst_norm:.2e})",
+            hint="use the torch backend for this model (OSP_EMBEDDING_BACKEND=torch)",
+        )
+    return worst_cos

@@ -1,0 +1,435 @@
+"""The only module that imports chromadb.
+
+It turns chromadb's clients into one small interface, maps its exceptions (some are plain
+``ValueError``s, a connection failure is an ``httpx`` error, a bad collection metadata value is a
+``BaseException`` panic) onto osprag's error tree, retries transient server errors, splits writes
+by the server's batch limit, and keeps the layer → collection alias registry.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+from .config import Settings
+from .errors import (
+    InvalidFilter,
+    InvalidInput,
+    NotWritable,
+    OspragError,
+    StoreError,
+    StoreUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+REGISTRY = "osp__registry"
+_ALIAS = "alias."
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    space: str
+    m: int
+    ef_construction: int
+    ef_search: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IndexConfig:
+        return cls(settings.space, settings.hnsw_m, settings.ef_construction, settings.ef_search)
+
+    def to_chroma(self) -> dict[str, Any]:
+        return {
+            "hnsw": {
+                "space": self.space,
+                "max_neighbors": self.m,
+                "ef_construction": self.ef_construction,
+                "ef_search": self.ef_search,
+            }
+        }
+
+
+def _is_transient(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(
+        s in text
+        for s in ("connect", "timeout", "timed out", "503", "502", "504", "temporarily", "reset")
+    )
+
+
+class Store:
+    """A connection to one Chroma database (embedded directory, server, or in-memory)."""
+
+    def __init__(self, settings: Settings) -> None:
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        self.settings = settings
+        self.mode = settings.effective_storage
+        self._chroma = chromadb
+        chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+        if self.mode == "embedded":
+            data_dir = settings.data_dir
+            try:
+                data_dir.mkdir(parents=True, exist_ok=True)
+                probe = data_dir / ".osp-write-probe"
+                probe.write_bytes(b"")
+                probe.unlink()
+            except OSError as exc:
+                raise NotWritable(
+                    f"data dir {data_dir} is not writable: {exc.strerror or exc}",
+                    hint="set OSP_DATA_DIR to a writable directory or fix its permissions",
+                ) from None
+            self.where = str(data_dir.resolve())
+            self.client = self._call(
+                lambda: chromadb.PersistentClient(path=self.where, settings=chroma_settings),
+                retry=False,
+            )
+        elif self.mode == "server":
+            assert settings.chroma_url is not None
+            self.where = settings.chroma_url
+            self.client = self._connect_server(chroma_settings)
+        else:
+            self.where = "memory"
+            self.client = chromadb.EphemeralClient(settings=chroma_settings)
+        self.max_batch_size = int(self._call(self.client.get_max_batch_size))
+
+    # ----------------------------------------------------------- connection
+
+    def _headers(self) -> dict[str, str]:
+        headers = dict(self.settings.chroma_headers)
+        if self.settings.chroma_token is not None:
+            headers.setdefault(
+                "Authorization", f"Bearer {self.settings.chroma_token.get_secret_value()}"
+            )
+        return headers
+
+    def _connect_server(self, chroma_settings: Any) -> Any:
+        url = urlparse(self.where)
+        ssl = url.scheme == "https"
+        port = url.port or (443 if ssl else 8000)
+        host = url.hostname or "127.0.0.1"
+        headers = self._headers()
+        tenant, database = self.settings.chroma_tenant, self.settings.chroma_database
+
+        def connect() -> Any:
+            try:
+                return self._chroma.HttpClient(
+                    host=host, port=port, ssl=ssl, headers=headers, tenant=tenant,
+                    database=database, settings=chroma_settings,
+                )
+            except self._chroma.errors.NotFoundError as exc:
+                if "database" not in str(exc).lower():
+                    raise
+            admin_settings = self._chroma.config.Settings(
+                chroma_api_impl="chromadb.api.fastapi.FastAPI",
+                chroma_server_host=host,
+                chroma_server_http_port=port,
+                chroma_server_ssl_enabled=ssl,
+                chroma_server_headers=headers or None,
+                anonymized_telemetry=False,
+            )
+            admin = self._chroma.AdminClient(admin_settings)
+            try:
+                admin.create_database(database, tenant=tenant)
+            except self._chroma.errors.ChromaError as exc:
+                if "already exists" not in str(exc):
+                    raise
+            return self._chroma.HttpClient(
+                host=host, port=port, ssl=ssl, headers=headers, tenant=tenant,
+                database=database, settings=chroma_settings,
+            )
+
+        return self._call(connect)
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        if self.mode == "server":
+            return StoreUnavailable(
+                f"Chroma server at {self.where} is unreachable ({type(exc).__name__}: {exc})",
+                hint="start it (chroma run --host 127.0.0.1 --port 8000 --path DIR) or fix "
+                "OSP_CHROMA_URL",
+            )
+        return StoreUnavailable(f"Chroma store at {self.where} failed: {exc}")
+
+    def _call(self, fn: Callable[[], T], *, retry: bool = True) -> T:
+        """Run one chromadb call with retries for transient server errors and error mapping."""
+        attempts = 1 + (self.settings.retries if retry and self.mode == "server" else 0)
+        delay = 0.2
+        for attempt in range(attempts):
+            try:
+                return fn()
+            except OspragError:
+                raise
+            except Exception as exc:
+                mapped = self._map(exc)
+                if isinstance(mapped, StoreUnavailable) and attempt + 1 < attempts:
+                    log.warning("transient store error (%s), retrying in %.1fs", exc, delay)
+                    time.sleep(delay)
+                    delay *= 2
+                    continue
+                raise mapped from exc
+            except BaseException as exc:  # pyo3 PanicException derives from BaseException
+                if type(exc).__name__ == "PanicException":
+                    raise StoreError(f"chromadb panicked: {exc}") from None
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _map(self, exc: Exception) -> OspragError:
+        text = str(exc)
+        if "Could not connect" in text or _is_transient(exc) and self.mode == "server":
+            return self._unavailable(exc)
+        if isinstance(exc, ValueError) and ("where" in text.lower() or "operand" in text):
+            return InvalidFilter(f"filter rejected by Chroma: {text}")
+        if "dimension" in text.lower():
+            from .errors import DimensionMismatch
+
+            return DimensionMismatch(text)
+        if "readonly" in text.lower() or "read-only" in text.lower():
+            return NotWritable(f"store at {self.where} is read-only: {text}")
+        if isinstance(exc, self._chroma.errors.InvalidArgumentError):
+            return InvalidInput(f"Chroma rejected the request: {text}")
+        return StoreError(f"Chroma error ({type(exc).__name__}): {text}")
+
+    # ----------------------------------------------------------- collections
+
+    def version(self) -> str:
+        return str(self._call(self.client.get_version))
+
+    def heartbeat(self) -> int:
+        return int(self._call(self.client.heartbeat))
+
+    def list_collections(self) -> list[str]:
+        cols = self._call(self.client.list_collections)
+        return [c.name if hasattr(c, "name") else str(c) for c in cols]
+
+    def get_collection(self, name: str) -> Collection | None:
+        try:
+            col = self._call(lambda: self.client.get_collection(name, embedding_function=None))
+        except StoreError as exc:
+            if "does not exist" in str(exc) or "not found" in str(exc).lower():
+                return None
+            raise
+        return Collection(self, col)
+
+    def create_collection(
+        self, name: str, metadata: dict[str, Any], index: IndexConfig
+    ) -> Collection:
+        _check_scalar_metadata(metadata)
+        col = self._call(
+            lambda: self.client.create_collection(
+                name,
+                metadata=metadata,
+                configuration=index.to_chroma(),
+                embedding_function=None,
+            )
+        )
+        return Collection(self, col)
+
+    def delete_collection(self, name: str) -> None:
+        self._call(lambda: self.client.delete_collection(name))
+
+    # ----------------------------------------------------------- alias registry
+
+    def _registry(self) -> Any:
+        return self._call(
+            lambda: self.client.get_or_create_collection(
+                REGISTRY,
+                metadata={"osp_schema_version": SCHEMA_VERSION},
+                embedding_function=None,
+            )
+        )
+
+    def registry(self) -> dict[str, Any]:
+        meta = dict(self._registry().metadata or {})
+        version = int(meta.get("osp_schema_version", SCHEMA_VERSION))
+        if version > SCHEMA_VERSION:
+            from .errors import ConfigError
+
+            raise ConfigError(
+                f"store schema version {version} is newer than this osprag ({SCHEMA_VERSION})",
+                hint="upgrade osprag",
+            )
+        return meta
+
+    def aliases(self) -> dict[str, str]:
+        return {
+            k[len(_ALIAS) :]: str(v)
+            for k, v in self.registry().items()
+            if k.startswith(_ALIAS)
+        }
+
+    def set_alias(self, layer: str, collection: str | None) -> None:
+        """Flip a layer to another collection in one metadata write (atomic in Chroma)."""
+        reg = self._registry()
+        meta = dict(reg.metadata or {})
+        meta["osp_schema_version"] = SCHEMA_VERSION
+        if collection is None:
+            meta.pop(_ALIAS + layer, None)
+        else:
+            meta[_ALIAS + layer] = collection
+        meta["osp_updated"] = time.time()
+        self._call(lambda: reg.modify(metadata=meta))
+
+    # ----------------------------------------------------------- disk
+
+    def collection_disk_bytes(self, collection_id: str) -> int | None:
+        """Bytes of the collection's vector segment folder (embedded mode only)."""
+        if self.mode != "embedded":
+            return None
+        root = Path(self.where)
+        try:
+            with sqlite3.connect(f"file:{root / 'chroma.sqlite3'}?mode=ro", uri=True) as db:
+                rows = db.execute(
+                    "SELECT id FROM segments WHERE collection = ?", (collection_id,)
+                ).fetchall()
+        except sqlite3.Error:
+            return None
+        total = 0
+        for (seg,) in rows:
+            folder = root / str(seg)
+            if folder.is_dir():
+                total += sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        return total
+
+    def close(self) -> None:
+        # chromadb caches one System per path; nothing to release explicitly in 1.5.
+        pass
+
+
+def _check_scalar_metadata(meta: dict[str, Any]) -> None:
+    for key, value in meta.items():
+        if not isinstance(value, str | int | float | bool):
+            raise InvalidInput(f"collection metadata {key!r} must be a scalar, got {value!r}")
+
+
+class Collection:
+    """One physical Chroma collection with batched, error-mapped operations."""
+
+    def __init__(self, store: Store, col: Any) -> None:
+        self.store = store
+        self._col = col
+        self.name: str = col.name
+        self.id: str = str(col.id)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self._col.metadata or {})
+
+    def index_config(self) -> IndexConfig | None:
+        conf = getattr(self._col, "configuration", None) or {}
+        hnsw = conf.get("hnsw") if isinstance(conf, dict) else None
+        if not hnsw:
+            return None
+        return IndexConfig(
+            str(hnsw.get("space", "l2")),
+            int(hnsw.get("max_neighbors", 16)),
+            int(hnsw.get("ef_construction", 100)),
+            int(hnsw.get("ef_search", 100)),
+        )
+
+    def modify_metadata(self, metadata: dict[str, Any]) -> None:
+        _check_scalar_metadata(metadata)
+        self.store._call(lambda: self._col.modify(metadata=metadata))
+
+    def count(self) -> int:
+        return int(self.store._call(self._col.count))
+
+    def _batches(self, n: int) -> Iterator[slice]:
+        size = self.store.max_batch_size
+        for start in range(0, n, size):
+            yield slice(start, min(n, start + size))
+
+    def write(
+        self,
+        op: str,
+        ids: Sequence[str],
+        embeddings: Sequence[Sequence[float]] | None,
+        documents: Sequence[str] | None,
+        metadatas: Sequence[dict[str, Any]] | None,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        method = getattr(self._col, op)
+        for part in self._batches(len(ids)):
+            kwargs: dict[str, Any] = {"ids": list(ids[part])}
+            if embeddings is not None:
+                kwargs["embeddings"] = embeddings[part]
+            if documents is not None:
+                kwargs["documents"] = list(documents[part])
+            if metadatas is not None:
+                kwargs["metadatas"] = list(metadatas[part])
+            self.store._call(lambda kw=kwargs: method(**kw))
+            if progress is not None:
+                progress(part.stop - part.start)
+
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for part in self._batches(len(ids)):
+            res = self.store._call(lambda p=part: self._col.get(ids=list(ids[p]), include=[]))
+            found.update(res["ids"])
+        return found
+
+    def get(
+        self,
+        ids: Sequence[str] | None = None,
+        where: dict[str, Any] | None = None,
+        where_document: dict[str, Any] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        include: Sequence[str] = ("documents", "metadatas"),
+    ) -> dict[str, Any]:
+        return dict(
+            self.store._call(
+                lambda: self._col.get(
+                    ids=list(ids) if ids is not None else None,
+                    where=where,
+                    where_document=where_document,
+                    limit=limit,
+                    offset=offset,
+                    include=list(include),
+                )
+            )
+        )
+
+    def query(
+        self,
+        embeddings: Any,
+        n_results: int,
+        where: dict[str, Any] | None,
+        where_document: dict[str, Any] | None,
+        include: Sequence[str],
+    ) -> dict[str, Any]:
+        return dict(
+            self.store._call(
+                lambda: self._col.query(
+                    query_embeddings=embeddings,
+                    n_results=n_results,
+                    where=where,
+                    where_document=where_document,
+                    include=list(include),
+                )
+            )
+        )
+
+    def delete(self, ids: Sequence[str]) -> None:
+        for part in self._batches(len(ids)):
+            self.store._call(lambda p=part: self._col.delete(ids=list(ids[p])))
+
+
+@contextmanager
+def suppress_chroma_logs() -> Iterator[None]:
+    logger = logging.getLogger("chromadb")
+    old = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
