@@ -74,10 +74,14 @@ def test_export_report_and_files(export: tuple[Settings, ExportReport]) -> None:
     assert report.min_cosine >= 0.9999
     assert report.name == "sentence-transformers/all-MiniLM-L6-v2"
     assert report.path.parent == settings.effective_model_dir
-    assert {p.name for p in report.path.iterdir()} == {"model.onnx", "tokenizer.json", "export.json"}
+    files = {p.name for p in report.path.iterdir()}
+    assert files == {"model.onnx", "tokenizer.json", "export.json"}
     manifest = json.loads((report.path / "export.json").read_text())
     assert manifest["pooling"] == "mean" and manifest["max_seq_length"] == 256
-    assert [p.name for p in settings.effective_model_dir.iterdir() if p.name.startswith(".tmp")] == []
+    assert sorted(p.name for p in settings.effective_model_dir.iterdir()) == [
+        ".lock",
+        report.path.name,
+    ]
 
 
 def test_parity_with_torch(onnx: OnnxEmbedder, torch_embedder: SentenceTransformerEmbedder) -> None:

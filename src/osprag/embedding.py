@@ -219,6 +219,17 @@ def has_dense_head(folder: Path) -> bool:
 # ---------------------------------------------------------------- torch backend
 
 
+def _quiet_transformers() -> None:
+    """Model loading must not draw progress bars into CLI output or logs."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except Exception:  # pragma: no cover - older/newer transformers
+        pass
+
+
 @dataclass
 class SentenceTransformerEmbedder:
     """sentence-transformers on torch: the reference runtime every other backend must match."""
@@ -255,6 +266,7 @@ class SentenceTransformerEmbedder:
                     ) from None
                 if self.threads:
                     torch.set_num_threads(self.threads)
+                _quiet_transformers()
                 try:
                     self._model = SentenceTransformer(
                         str(self.folder), device=self.device, local_files_only=True
@@ -366,8 +378,33 @@ class RemoteEmbedder:
 # ---------------------------------------------------------------- factory
 
 
+_EMBEDDERS: dict[tuple[Any, ...], Embedder] = {}
+_EMBEDDERS_LOCK = threading.Lock()
+
+
 def create_embedder(settings: Settings) -> Embedder:
-    """The backend the settings ask for; ``auto`` prefers a verified ONNX export over torch."""
+    """The backend the settings ask for, shared per process: a model is loaded once."""
+    key = (
+        settings.embedding_backend,
+        settings.embedding_model,
+        settings.embedding_device,
+        settings.embedding_batch_size,
+        settings.embedding_normalize,
+        settings.embedding_threads,
+        settings.embedding_url,
+        str(settings.effective_model_dir),
+    )
+    with _EMBEDDERS_LOCK:
+        found = _EMBEDDERS.get(key)
+    if found is None:
+        found = _create_embedder(settings)
+        with _EMBEDDERS_LOCK:
+            found = _EMBEDDERS.setdefault(key, found)
+    return found
+
+
+def _create_embedder(settings: Settings) -> Embedder:
+    """``auto`` prefers a verified ONNX export over torch."""
     backend = settings.embedding_backend
     if backend == "remote" or (backend == "auto" and settings.embedding_url):
         if not settings.embedding_url:

@@ -315,10 +315,17 @@ class KnowledgeBase:
                     f"{len(existing)} id(s) already exist in layer {layer!r}: {shown}",
                     hint="use upsert to replace them; nothing was written",
                 )
+        write_metas: list[dict[str, Any]] = [dict(m) for m in metas]
+        if op == "upsert":
+            # Chroma's upsert merges metadata; a replacement must clear the keys it drops.
+            old = col.stored_metadatas(id_list)
+            for rid, meta in zip(id_list, write_metas, strict=True):
+                for key in old.get(rid, {}):
+                    meta.setdefault(key, None)
         result = WriteResult(layer=layer, op=op, ids=id_list)
         if vectors is None:
             vectors, result.embedded, result.cached = self._embed_documents(docs)
-        col.write(op, id_list, vectors.tolist(), docs, metas, progress)
+        col.write(op, id_list, vectors.tolist(), docs, write_metas, progress)
         return result
 
     def _embed_documents(self, docs: list[str]) -> tuple[np.ndarray[Any, Any], int, int]:

@@ -8,6 +8,7 @@ parity check) names the exact identity, so changed weights or settings never reu
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ from .embedding import (
     ModelIdentity,
     SentenceTransformerEmbedder,
     Vectors,
+    _read_json,
     has_dense_head,
     read_identity,
 )
@@ -41,33 +43,26 @@ MAX_NORM_DRIFT = 1e-3
 OPSET = 17
 FORMAT = 1
 _SUPPORTED_POOLING = ("mean", "cls", "max")
-_UNSUPPORTED_POOL_KEYS = (
-    "pooling_mode_mean_sqrt_len_tokens",
-    "pooling_mode_weightedmean_tokens",
-    "pooling_mode_lasttoken",
-)
+_UNSUPPORTED_POOL_KEYS = ("pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens",
+                          "pooling_mode_lasttoken")
 
+_TORCH_HINT = "use the torch backend for this model (OSP_EMBEDDING_BACKEND=torch)"
 _PARITY_TEXTS = [
-    "Prüfmittelüberwachung",
-    "Wie oft müssen Messmittel kalibriert werden?",
-    "What is a control plan?",
+    "Prüfmittelüberwachung", "ok", "Kurz.", "Sonderfreigabe beantragen",
+    "Wie oft müssen Messmittel kalibriert werden?", "What is a control plan?",
     "8D-Report: Ursache, Abstellmaßnahme, Wirksamkeitsprüfung.",
     "PPAP level 3 submission requirements for a new supplier part",
     "Die FMEA bewertet Bedeutung, Auftreten und Entdeckung; Maßnahmen nach Aufgabenpriorität.",
     "Reklamation: Öse außerhalb Toleranz, Sofortmaßnahme 100 % Sortierprüfung.",
-    "IATF 16949 clause 8.5.1.1 control plan",
-    "ok",
-    "Straße, Übergabe, Äußerung, Maß, Fuß — ÄÖÜ äöü ß",
+    "IATF 16949 clause 8.5.1.1 control plan", "Straße, Übergabe, Äußerung, Maß — ÄÖÜ äöü ß",
     "Measurement system analysis: gauge R&R below 10 % is acceptable, 10-30 % conditional.",
     "Arbeitsanweisung AA-0815 Rev. C gilt ab 01.03.2025 für Linie 4 (Schweißen).",
-    "Who approves deviations from the drawing?",
+    "Who approves deviations from the drawing?", "Produktaudit nach VDA 6.3 und VDA 6.5",
     "Lieferantenbewertung: Qualität 40 %, Liefertreue 30 %, Kommunikation 30 %.",
-    "Sonderfreigabe beantragen",
     "The first article inspection report must list every characteristic on the drawing.",
-    "Produktaudit, Prozessaudit und Systemaudit nach VDA 6.3 und VDA 6.5",
+    # Both far beyond 256 tokens, so truncation is compared too.
     "Der Produktionslenkungsplan beschreibt Prüfmerkmale, Prüfmittel und Reaktionspläne. " * 20,
     "Nonconforming product is identified, segregated and dispositioned before shipment. " * 20,
-    "Kurz.",
 ]
 
 
@@ -89,13 +84,8 @@ class OnnxEmbedder:
     """Embedder on onnxruntime; shares its identity with the torch original it was verified on."""
 
     def __init__(
-        self,
-        directory: Path,
-        identity: ModelIdentity,
-        *,
-        batch_size: int = 32,
-        threads: int = 0,
-        manifest: dict[str, Any] | None = None,
+        self, directory: Path, identity: ModelIdentity, *, batch_size: int = 32,
+        threads: int = 0, manifest: dict[str, Any] | None = None,
     ) -> None:
         self.directory = Path(directory)
         self._identity = identity
@@ -109,7 +99,7 @@ class OnnxEmbedder:
         # A Normalize module in the model normalises on torch whatever the setting says.
         self._normalize = identity.normalize or bool(meta.get("normalize_module"))
         self._lock = threading.Lock()
-        self._session: Any = None
+        self._session: Any = None  # with _tokenizer and _inputs: built on first use
         self._tokenizer: Any = None
         self._inputs: frozenset[str] = frozenset()
 
@@ -131,12 +121,8 @@ class OnnxEmbedder:
         with self._lock:
             if self._session is None:
                 import onnxruntime as ort
-                from tokenizers import Tokenizer
 
-                tokenizer = Tokenizer.from_file(str(self.directory / "tokenizer.json"))
-                # tokenizer.json often pins fixed padding/truncation (MiniLM: 128) unlike ST.
-                tokenizer.no_padding()
-                tokenizer.enable_truncation(max_length=self._max_len)
+                tokenizer = _load_tokenizer(self.directory / "tokenizer.json", self._max_len)
                 opts = ort.SessionOptions()
                 opts.intra_op_num_threads = self.threads or os.cpu_count() or 0
                 opts.inter_op_num_threads = 1
@@ -144,12 +130,9 @@ class OnnxEmbedder:
                 # Spinning threads burn idle CPU between queries, which a server cannot afford.
                 opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+                model = str(self.directory / "model.onnx")
                 try:
-                    session = ort.InferenceSession(
-                        str(self.directory / "model.onnx"),
-                        sess_options=opts,
-                        providers=["CPUExecutionProvider"],
-                    )
+                    session = ort.InferenceSession(model, opts, ["CPUExecutionProvider"])
                 except Exception as exc:
                     raise ModelNotFound(
                         f"cannot load ONNX model from {self.directory}: {exc}",
@@ -172,11 +155,6 @@ class OnnxEmbedder:
             idx = order[start : start + self.batch_size]
             feeds = _pad([encodings[i] for i in idx], self._pad_id)
             hidden = session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
-            if hidden.shape[-1] != dim:
-                raise EmbeddingError(
-                    f"ONNX model returns {hidden.shape[-1]}-d vectors, identity says {dim}",
-                    hint="re-run `osp model export --force`",
-                )
             out[idx] = self._pool(np.asarray(hidden, dtype=np.float32), feeds["attention_mask"])
         return out
 
@@ -192,6 +170,16 @@ class OnnxEmbedder:
         if self._normalize:
             pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return np.asarray(pooled, dtype=np.float32)
+
+
+def _load_tokenizer(path: Path, max_len: int) -> Any:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    # tokenizer.json may pin fixed padding and its own truncation (MiniLM: 128), unlike ST.
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_len)
+    return tokenizer
 
 
 def _pad(encodings: Sequence[Any], pad_id: int) -> dict[str, np.ndarray[Any, Any]]:
@@ -210,37 +198,22 @@ def _pad(encodings: Sequence[Any], pad_id: int) -> dict[str, np.ndarray[Any, Any
 # ---------------------------------------------------------------- lookup
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _verified_manifest(directory: Path, identity: ModelIdentity) -> dict[str, Any] | None:
     manifest = _read_json(directory / "export.json")
     if manifest.get("format") != FORMAT or manifest.get("identity") != asdict(identity):
         return None
-    if not all((directory / f).is_file() for f in ("model.onnx", "tokenizer.json")):
-        return None
-    return manifest
+    files_ok = all((directory / f).is_file() for f in ("model.onnx", "tokenizer.json"))
+    return manifest if files_ok else None
 
 
 def load_exported(settings: Settings, folder: Path) -> OnnxEmbedder | None:
     """The verified export for this exact identity, or None to fall back to torch."""
     identity = read_identity(settings.embedding_model, folder, settings.embedding_normalize)
     directory = settings.effective_model_dir / identity.key
-    manifest = _verified_manifest(directory, identity)
-    if manifest is None:
+    if (manifest := _verified_manifest(directory, identity)) is None:
         return None
-    return OnnxEmbedder(
-        directory,
-        identity,
-        batch_size=settings.embedding_batch_size,
-        threads=settings.embedding_threads,
-        manifest=manifest,
-    )
+    batch, threads = settings.embedding_batch_size, settings.embedding_threads
+    return OnnxEmbedder(directory, identity, batch_size=batch, threads=threads, manifest=manifest)
 
 
 # ---------------------------------------------------------------- export
@@ -265,14 +238,11 @@ def export_model(settings: Settings, folder: Path, *, force: bool = False) -> Ex
     if has_dense_head(folder):
         raise EmbeddingError(
             f"{folder} has a Dense head after pooling; the ONNX export covers only the transformer",
-            hint="use the torch backend for this model (OSP_EMBEDDING_BACKEND=torch)",
+            hint=_TORCH_HINT,
         )
     pool_cfg = _read_json(folder / "1_Pooling" / "config.json")
     if any(pool_cfg.get(k) for k in _UNSUPPORTED_POOL_KEYS):
-        raise EmbeddingError(
-            f"{folder} uses a pooling mode the ONNX runtime does not implement",
-            hint="use the torch backend for this model (OSP_EMBEDDING_BACKEND=torch)",
-        )
+        raise EmbeddingError(f"{folder} uses a pooling mode ONNX cannot run", hint=_TORCH_HINT)
     identity = read_identity(settings.embedding_model, folder, settings.embedding_normalize)
     parent = settings.effective_model_dir
     target = parent / identity.key
@@ -283,13 +253,8 @@ def export_model(settings: Settings, folder: Path, *, force: bool = False) -> Ex
             shutil.rmtree(stale, ignore_errors=True)
         existing = None if force else _verified_manifest(target, identity)
         if existing is not None:
-            return ExportReport(
-                target,
-                identity.name,
-                float(existing.get("min_cosine", 0.0)),
-                time.perf_counter() - started,
-                reused=True,
-            )
+            cos, took = float(existing.get("min_cosine", 0.0)), time.perf_counter() - started
+            return ExportReport(target, identity.name, cos, took, reused=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=parent))
         try:
             min_cos = _export_into(tmp, settings, folder, identity)
@@ -308,15 +273,10 @@ def _export_into(tmp: Path, settings: Settings, folder: Path, identity: ModelIde
         import onnxruntime
         import torch
     except ImportError as exc:  # pragma: no cover - dependency missing
-        raise EmbeddingError(
-            f"exporting needs torch and onnxruntime: {exc}", hint="pip install 'osprag[export]'"
-        ) from None
+        raise EmbeddingError(f"exporting needs torch: {exc}", hint="pip install torch") from None
     reference = SentenceTransformerEmbedder(
-        model=settings.embedding_model,
-        folder=folder,
-        batch_size=settings.embedding_batch_size,
-        normalize=settings.embedding_normalize,
-        threads=settings.embedding_threads,
+        settings.embedding_model, folder, batch_size=settings.embedding_batch_size,
+        normalize=settings.embedding_normalize, threads=settings.embedding_threads,
     )
     st_model = reference._load()
     hf_model = getattr(st_model[0], "auto_model", None)
@@ -324,21 +284,17 @@ def _export_into(tmp: Path, settings: Settings, folder: Path, identity: ModelIde
     if not isinstance(hf_model, torch.nn.Module) or not (folder / "tokenizer.json").is_file():
         raise EmbeddingError(
             f"{folder} is not a transformer model with a fast tokenizer (tokenizer.json)",
-            hint="use the torch backend for this model (OSP_EMBEDDING_BACKEND=torch)",
+            hint=_TORCH_HINT,
         )
     shutil.copyfile(folder / "tokenizer.json", tmp / "tokenizer.json")
     manifest: dict[str, Any] = {
-        "format": FORMAT,
-        "identity": asdict(identity),
-        "pooling": identity.pooling,
+        "format": FORMAT, "identity": asdict(identity), "pooling": identity.pooling,
         "max_seq_length": int(getattr(st_model, "max_seq_length", 0) or identity.max_seq_length),
         "pad_token_id": int(getattr(tokenizer, "pad_token_id", None) or 0),
         "normalize_module": any("Normalize" in type(m).__name__ for m in st_model),
-        "opset": OPSET,
-        "onnxruntime": onnxruntime.__version__,
-        "torch": torch.__version__,
+        "opset": OPSET, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
     }
-    uses_types = "token_type_ids" in _forward_params(hf_model)
+    uses_types = "token_type_ids" in inspect.signature(hf_model.forward).parameters
 
     class _Wrapper(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:
@@ -346,20 +302,14 @@ def _export_into(tmp: Path, settings: Settings, folder: Path, identity: ModelIde
             self.inner = inner
 
         def forward(
-            self,
-            input_ids: torch.Tensor,
-            attention_mask: torch.Tensor,
-            token_type_ids: torch.Tensor | None = None,
-        ) -> torch.Tensor:
+            self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None
+        ) -> Any:
             extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
             out = self.inner(input_ids=input_ids, attention_mask=attention_mask, **extra)
-            return out.last_hidden_state  # type: ignore[no-any-return]
+            return out.last_hidden_state
 
     # Padded sample batch: an all-ones mask would let the tracer drop the masking branch.
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(tmp / "tokenizer.json"))
-    tok.no_padding()
+    tok = _load_tokenizer(tmp / "tokenizer.json", manifest["max_seq_length"])
     feeds = _pad(tok.encode_batch(["Prüfplan Freigabe", "a"]), manifest["pad_token_id"])
     if not uses_types:
         del feeds["token_type_ids"]
@@ -367,20 +317,12 @@ def _export_into(tmp: Path, settings: Settings, folder: Path, identity: ModelIde
     names = list(kwargs)
     axes = {n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]}
     with torch.no_grad(), warnings.catch_warnings():
-        # The legacy exporter warns (deprecation, tracer, opset notes); parity is the real check.
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # deprecation, tracer, opset notes: parity decides
         try:
             torch.onnx.export(
-                _Wrapper(hf_model).eval(),
-                (),
-                str(tmp / "model.onnx"),
-                kwargs=kwargs,
-                input_names=names,
-                output_names=["last_hidden_state"],
-                dynamic_axes=axes,
-                opset_version=OPSET,
-                do_constant_folding=True,
-                dynamo=False,
+                _Wrapper(hf_model).eval(), (), str(tmp / "model.onnx"), kwargs=kwargs,
+                input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes,
+                opset_version=OPSET, do_constant_folding=True, dynamo=False,
             )
         except Exception as exc:
             raise EmbeddingError(f"ONNX export of {identity.name} failed: {exc}") from None
@@ -389,12 +331,6 @@ def _export_into(tmp: Path, settings: Settings, folder: Path, identity: ModelIde
     manifest["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     (tmp / "export.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return min_cos
-
-
-def _forward_params(model: Any) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(model.forward).parameters)
 
 
 def _check_parity(reference: SentenceTransformerEmbedder, candidate: OnnxEmbedder) -> float:
@@ -418,6 +354,6 @@ def _check_parity(reference: SentenceTransformerEmbedder, candidate: OnnxEmbedde
         raise EmbeddingError(
             f"ONNX export of {reference.identity.name} does not match torch "
             f"(min cosine {worst_cos:.6f}, need {MIN_COSINE}; norm drift {worst_norm:.2e})",
-            hint="use the torch backend for this model (OSP_EMBEDDING_BACKEND=torch)",
+            hint=_TORCH_HINT,
         )
     return worst_cos

@@ -377,6 +377,16 @@ class Collection:
             found.update(res["ids"])
         return found
 
+    def stored_metadatas(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for part in self._batches(len(ids)):
+            res = self.store._call(
+                lambda p=part: self._col.get(ids=list(ids[p]), include=["metadatas"])
+            )
+            for rid, meta in zip(res["ids"], res["metadatas"], strict=True):
+                out[rid] = dict(meta or {})
+        return out
+
     def get(
         self,
         ids: Sequence[str] | None = None,
