@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,17 @@ NEW_TEXTS = [
 ]
 
 
-def make_settings(model_dir: Path, **extra: object) -> Settings:
+@pytest.fixture(scope="module", autouse=True)
+def _no_osp_env() -> Iterator[None]:
+    """Stray OSP_* variables (a server URL, another model) must not leak into these tests."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key in [k for k in os.environ if k.startswith("OSP_")]:
+            mp.delenv(key)
+        mp.setenv("OSP_CONFIG", os.devnull)
+        yield
+
+
+def make_settings(model_dir: Path) -> Settings:
     return Settings(
         model_dir=model_dir,
         data_dir=model_dir / "d",
@@ -41,7 +52,6 @@ def make_settings(model_dir: Path, **extra: object) -> Settings:
         embedding_normalize=True,
         embedding_threads=0,
         embedding_backend="auto",
-        **extra,  # type: ignore[arg-type]
     )
 
 
@@ -146,6 +156,7 @@ def test_server_path_does_not_import_torch(
     settings, _ = export
     script = f"""
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from osprag.config import Settings
 from osprag.onnx_backend import load_exported
@@ -159,7 +170,7 @@ bad = [m for m in ("torch", "transformers", "sentence_transformers") if m in sys
 assert not bad, bad
 """
     src = str(Path(next(iter(osprag.__path__))).parent)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OSP_")}
+    env = dict(os.environ)  # OSP_* already cleared by _no_osp_env
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
     proc = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120

@@ -28,7 +28,6 @@ from .results import Hit, LayerStats, QueryResult, Record, ReindexReport, WriteR
 __version__ = "0.1.0"
 
 __all__ = [
-    "LOCAL",
     "AccessDenied",
     "ConfigError",
     "DimensionMismatch",
@@ -41,6 +40,7 @@ __all__ = [
     "InvalidInput",
     "InvalidMetadata",
     "KnowledgeBase",
+    "LOCAL",
     "LayerConfig",
     "LayerNotFound",
     "LayerStats",

@@ -7,6 +7,7 @@ Errors from osprag's tree become one line on stderr and the error's exit code (R
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import traceback
@@ -65,16 +66,17 @@ class OspGroup(click.Group):
             ctx.exit(exc.exit_code)
 
 
-def _state(json_mode: bool = False) -> _State:
+def _state(json_mode: bool | None = None) -> _State:
     state = click.get_current_context().find_object(_State)
     assert state is not None
-    state.json = json_mode
+    if json_mode is not None:
+        state.json = json_mode
     return state
 
 
 @contextmanager
 def _kb(read_only: bool = False) -> Iterator[KnowledgeBase]:
-    kb = KnowledgeBase.open(_state(_state().json).settings, read_only=read_only)
+    kb = KnowledgeBase.open(_state().settings, read_only=read_only)
     try:
         yield kb
     finally:
@@ -118,6 +120,13 @@ def _parse_meta(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.pass_context
 def cli(ctx: click.Context, data_dir: Path | None, chroma_url: str | None, quiet: bool) -> None:
     """osprag: two-layer document retrieval for QM knowledge, on ChromaDB."""
+    debug = os.environ.get("OSP_DEBUG", "").lower() in ("1", "true", "yes")
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s: %(message)s" if debug else "warning: %(message)s",
+    )
+    for noisy in ("chromadb", "httpx", "sentence_transformers", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.INFO if debug else logging.ERROR)
     overrides: dict[str, Any] = {}
     if data_dir is not None:
         overrides["data_dir"] = data_dir
@@ -402,7 +411,7 @@ def model_info(json_mode: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code instead of raising SystemExit (for in-process use)."""
     try:
-        cli.main(args=argv, prog_name="osp", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="osp", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
@@ -411,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.Abort:
         click.echo("aborted", err=True)
         return 130
-    return 0
+    return rv if isinstance(rv, int) else 0
 
 
 def run() -> None:

@@ -246,7 +246,10 @@ def export_model(settings: Settings, folder: Path, *, force: bool = False) -> Ex
     identity = read_identity(settings.embedding_model, folder, settings.embedding_normalize)
     parent = settings.effective_model_dir
     target = parent / identity.key
-    parent.mkdir(parents=True, exist_ok=True)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EmbeddingError(f"cannot create {parent}: {exc}", hint="set OSP_MODEL_DIR") from None
     with _locked(parent / ".lock"):
         # Under the lock, leftover temp dirs can only belong to exports that died.
         for stale in parent.glob(".tmp-*"):
@@ -326,14 +329,16 @@ def _export_into(tmp: Path, settings: Settings, folder: Path, identity: ModelIde
             )
         except Exception as exc:
             raise EmbeddingError(f"ONNX export of {identity.name} failed: {exc}") from None
-    min_cos = _check_parity(reference, OnnxEmbedder(tmp, identity, manifest=manifest))
-    manifest["min_cosine"] = min_cos
+    min_cos, drift = _check_parity(reference, OnnxEmbedder(tmp, identity, manifest=manifest))
+    manifest.update(min_cosine=min_cos, max_norm_drift=drift, parity_texts=len(_PARITY_TEXTS))
     manifest["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     (tmp / "export.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return min_cos
 
 
-def _check_parity(reference: SentenceTransformerEmbedder, candidate: OnnxEmbedder) -> float:
+def _check_parity(
+    reference: SentenceTransformerEmbedder, candidate: OnnxEmbedder
+) -> tuple[float, float]:
     """Batched and single-text runs, since padding and its absence take different code paths."""
     pairs = [
         (reference.embed_documents(_PARITY_TEXTS), candidate.embed_documents(_PARITY_TEXTS)),
@@ -356,4 +361,4 @@ def _check_parity(reference: SentenceTransformerEmbedder, candidate: OnnxEmbedde
             f"(min cosine {worst_cos:.6f}, need {MIN_COSINE}; norm drift {worst_norm:.2e})",
             hint=_TORCH_HINT,
         )
-    return worst_cos
+    return worst_cos, worst_norm

@@ -172,7 +172,7 @@ class Store:
             except Exception as exc:
                 mapped = self._map(exc)
                 if isinstance(mapped, StoreUnavailable) and attempt + 1 < attempts:
-                    log.warning("transient store error (%s), retrying in %.1fs", exc, delay)
+                    log.info("transient store error (%s), retrying in %.1fs", exc, delay)
                     time.sleep(delay)
                     delay *= 2
                     continue

@@ -1,0 +1,36 @@
+"""The declared public API stays sorted and importable; the error tree is consistent."""
+
+from __future__ import annotations
+
+import osprag
+from osprag import errors
+
+
+def test_all_sorted_and_exported() -> None:
+    assert osprag.__all__ == sorted(osprag.__all__)
+    for name in osprag.__all__:
+        assert hasattr(osprag, name), name
+
+
+def test_error_tree() -> None:
+    codes = [e.code for e in errors.ALL_ERRORS]
+    assert len(codes) == len(set(codes))
+    for err in errors.ALL_ERRORS:
+        assert issubclass(err, errors.OspragError)
+        assert 400 <= err.http_status < 600
+        assert err.exit_code not in (0, 2)
+    e = errors.LayerNotFound("unknown layer 'x'", hint="known layers: kern")
+    assert e.to_dict() == {"error": "layer_not_found",
+                           "message": "unknown layer 'x' — known layers: kern"}
+
+
+def test_only_store_imports_chromadb() -> None:
+    from pathlib import Path
+
+    src = Path(osprag.__file__).parent
+    offenders = [
+        p.name for p in src.rglob("*.py")
+        if p.name != "store.py" and ("import chromadb" in p.read_text()
+                                     or "from chromadb" in p.read_text())
+    ]
+    assert offenders == []
