@@ -16,8 +16,12 @@ from osprag.embedding import Embedder
 
 
 @pytest.fixture
-def osp(settings: Settings, embedder: Embedder, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+def osp(
+    settings: Settings,
+    embedder: Embedder,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+):  # type: ignore[no-untyped-def]
     """Run `osp ARGS` in-process against this test's store; returns (code, stdout, stderr)."""
     monkeypatch.setenv("OSP_EMBEDDING_BACKEND", "torch")
     monkeypatch.setenv("OSP_CACHE_DIR", str(settings.cache_dir))
@@ -37,19 +41,35 @@ def osp(settings: Settings, embedder: Embedder, monkeypatch: pytest.MonkeyPatch,
 
 def test_add_query_json_roundtrip(osp) -> None:  # type: ignore[no-untyped-def]
     assert osp("init")[0] == 0
-    code, out, _ = osp("add", "Die Crimphöhe 0,35 mm² beträgt 0,80 ± 0,03 mm", "-l", "kern",
-                       "-m", "access_level=L2", "-m", "version=2.1", "--id", "k1", "--json")
+    code, out, _ = osp(
+        "add",
+        "Die Crimphöhe 0,35 mm² beträgt 0,80 ± 0,03 mm",
+        "-l",
+        "kern",
+        "-m",
+        "access_level=L2",
+        "-m",
+        "version=2.1",
+        "--id",
+        "k1",
+        "--json",
+    )
     assert code == 0 and json.loads(out)["ids"] == ["k1"]
-    osp("add", "VDA 6.3 P6 Prozessanalyse Serienfertigung", "-l", "erweitert", "-m",
-        "access_level=1")
+    osp(
+        "add",
+        "VDA 6.3 P6 Prozessanalyse Serienfertigung",
+        "-l",
+        "erweitert",
+        "-m",
+        "access_level=1",
+    )
     code, out, _ = osp("query", "Crimphöhe", "Toleranz", "--json", "-n", "3")
     data = json.loads(out)
     assert code == 0
     assert data["query"] == "Crimphöhe Toleranz"
     assert data["hits"][0]["id"] == "k1" and data["hits"][0]["layer"] == "kern"
     assert data["hits"][0]["metadata"] == {"access_level": 2, "version": "2.1"}
-    assert set(data["hits"][0]) == {"id", "layer", "text", "metadata", "distance", "score",
-                                    "rank"}
+    assert set(data["hits"][0]) == {"id", "layer", "text", "metadata", "distance", "score", "rank"}
     code, out, _ = osp("query", "Crimphöhe", "--clearance", "1", "--json")
     assert [h["layer"] for h in json.loads(out)["hits"]] == ["erweitert"]
     code, out, _ = osp("query", "Crimphöhe")
@@ -58,7 +78,9 @@ def test_add_query_json_roundtrip(osp) -> None:  # type: ignore[no-untyped-def]
     assert json.loads(out)[0]["text"].startswith("Die Crimphöhe")
     code, out, _ = osp("stats", "--json")
     assert {layer["layer"]: layer["count"] for layer in json.loads(out)["layers"]} == {
-        "kern": 1, "erweitert": 1}
+        "kern": 1,
+        "erweitert": 1,
+    }
     code, out, _ = osp("delete", "-l", "kern", "--where", '{"version": "2.1"}', "--json")
     assert json.loads(out) == {"layer": "kern", "deleted": 1}
 
@@ -86,8 +108,10 @@ def test_errors_are_one_line_with_exit_code(osp, args, code, fragment) -> None: 
 def test_json_error_shape(osp) -> None:  # type: ignore[no-untyped-def]
     code, out, _ = osp("query", "x", "-l", "archiv", "--json")
     assert code == 5
-    assert json.loads(out) == {"error": "layer_not_found",
-                               "message": "unknown layer 'archiv' — known layers: kern, erweitert"}
+    assert json.loads(out) == {
+        "error": "layer_not_found",
+        "message": "unknown layer 'archiv' — known layers: kern, erweitert",
+    }
 
 
 def test_usage_error_exit_2(osp) -> None:  # type: ignore[no-untyped-def]
@@ -118,16 +142,24 @@ def test_config_error_exit_3(osp, monkeypatch: pytest.MonkeyPatch) -> None:  # t
 
 def _osp(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).parent / "osp"
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=120)
 
 
 def test_subprocess_smoke(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OSP_")}
     env.update(OSP_DATA_DIR=str(tmp_path / "d"), OSP_EMBEDDING_BACKEND="torch")
     assert _osp(["--version"], env).stdout.startswith("osp, version")
-    r = _osp(["add", "Prüfmittel werden jährlich kalibriert.", "-l", "erweitert",
-              "-m", "access_level=1"], env)
+    r = _osp(
+        [
+            "add",
+            "Prüfmittel werden jährlich kalibriert.",
+            "-l",
+            "erweitert",
+            "-m",
+            "access_level=1",
+        ],
+        env,
+    )
     assert r.returncode == 0, r.stderr
     r = _osp(["query", "Kalibrierung Prüfmittel", "--json"], env)
     assert r.returncode == 0, r.stderr

@@ -90,8 +90,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(404)
             self.end_headers()
             return
-        data = [{"index": i, "embedding": [float(len(t)), 1.0, 0.0]}
-                for i, t in enumerate(body["input"])]
+        data = [
+            {"index": i, "embedding": [float(len(t)), 1.0, 0.0]}
+            for i, t in enumerate(body["input"])
+        ]
         payload = json.dumps({"data": data, "model": body["model"]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -114,8 +116,9 @@ def embedding_server() -> Iterator[str]:
 
 
 def test_remote_backend_protocol(embedding_server: str) -> None:
-    e = RemoteEmbedder(model="intfloat/multilingual-e5-small", url=embedding_server,
-                       api_key="k", batch_size=2)
+    e = RemoteEmbedder(
+        model="intfloat/multilingual-e5-small", url=embedding_server, api_key="k", batch_size=2
+    )
     assert e.identity.dimension == 3
     assert e.identity.query_prefix == "query: "
     vecs = e.embed_documents(["a", "bb", "ccc"])

@@ -19,9 +19,18 @@ def test_several_keys_become_and() -> None:
 @pytest.mark.parametrize(
     "where",
     [
-        {"a": {"$like": "x"}}, {"a": {"$gte": "2"}}, {"a": {"$lt": True}}, {"$and": []},
-        {"$or": "x"}, {"a": {"$in": []}}, {"a": {"$in": [1, "1"]}}, {"a": {"$eq": [1]}},
-        {"a": {"$eq": 1, "$ne": 2}}, {"$not": {"a": 1}}, {"a": None}, "status",
+        {"a": {"$like": "x"}},
+        {"a": {"$gte": "2"}},
+        {"a": {"$lt": True}},
+        {"$and": []},
+        {"$or": "x"},
+        {"a": {"$in": []}},
+        {"a": {"$in": [1, "1"]}},
+        {"a": {"$eq": [1]}},
+        {"a": {"$eq": 1, "$ne": 2}},
+        {"$not": {"a": 1}},
+        {"a": None},
+        "status",
     ],
 )
 def test_invalid_where(where: object) -> None:
@@ -30,8 +39,15 @@ def test_invalid_where(where: object) -> None:
 
 
 @pytest.mark.parametrize(
-    "wd", [{"$has": "x"}, {"$contains": ""}, {"$contains": 3}, {"$regex": "("}, {},
-           {"$contains": "a", "$regex": "b"}],
+    "wd",
+    [
+        {"$has": "x"},
+        {"$contains": ""},
+        {"$contains": 3},
+        {"$regex": "("},
+        {},
+        {"$contains": "a", "$regex": "b"},
+    ],
 )
 def test_invalid_where_document(wd: object) -> None:
     with pytest.raises(InvalidFilter):

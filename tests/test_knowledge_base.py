@@ -21,7 +21,7 @@ from osprag import (
 
 KERN = [
     "Die Crimphöhe für Leitungen mit 0,35 mm² beträgt 0,80 ± 0,03 mm und wird je Los geprüft.",
-    "Die Auszugskraft bei 0,5 mm² muss mindestens 70 N betragen (Prüfung nach jedem Werkzeugwechsel).",
+    "Die Auszugskraft bei 0,5 mm² muss mindestens 70 N betragen (nach jedem Werkzeugwechsel).",
     "Reklamationen werden im 8D-Prozess bearbeitet; D3 Sofortmaßnahmen binnen 24 Stunden.",
 ]
 ERW = [
@@ -41,10 +41,16 @@ def snapshot(kb: KnowledgeBase) -> dict[str, Any]:
 
 @pytest.fixture
 def filled(kb: KnowledgeBase) -> KnowledgeBase:
-    kb.add("kern", KERN, ids=["k1", "k2", "k3"],
-           metadatas=[{"access_level": 1, "version": "2.1", "status": "aktiv"},
-                      {"access_level": "L3", "doc_type": "work_instruction"},
-                      {"access_level": 4, "language": "de"}])
+    kb.add(
+        "kern",
+        KERN,
+        ids=["k1", "k2", "k3"],
+        metadatas=[
+            {"access_level": 1, "version": "2.1", "status": "aktiv"},
+            {"access_level": "L3", "doc_type": "work_instruction"},
+            {"access_level": 4, "language": "de"},
+        ],
+    )
     kb.add("erweitert", ERW, ids=["e1", "e2"], metadatas=[{"access_level": 2}, {"language": "en"}])
     return kb
 
@@ -92,8 +98,9 @@ def test_clearance_is_enforced_on_every_read(filled: KnowledgeBase) -> None:
     # a client filter cannot widen the clearance
     res = filled.query("8D", where={"access_level": {"$gte": 3}}, principal=reader)
     assert res.hits == []
-    res = filled.query("8D", where={"$or": [{"access_level": 4}, {"language": "de"}]},
-                       principal=reader)
+    res = filled.query(
+        "8D", where={"$or": [{"access_level": 4}, {"language": "de"}]}, principal=reader
+    )
     assert res.hits == []
     assert {r.id for r in filled.get("kern", principal=reader)} == {"k1"}
     assert filled.get("kern", ids=["k3"], principal=reader) == []
@@ -157,8 +164,13 @@ def test_writes_split_by_max_batch_size(kb: KnowledgeBase) -> None:
     vecs = rng.normal(size=(n, 384)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     ids = [f"b{i}" for i in range(n)]
-    kb.add("erweitert", [f"chunk {i}" for i in range(n)], ids=ids, embeddings=vecs,
-           metadatas={"access_level": 1})
+    kb.add(
+        "erweitert",
+        [f"chunk {i}" for i in range(n)],
+        ids=ids,
+        embeddings=vecs,
+        metadatas={"access_level": 1},
+    )
     assert kb.count("erweitert") == n
     res = kb.query("chunk", layers="erweitert", n_results=3)
     assert len(res.hits) == 3
@@ -171,32 +183,40 @@ BAD_CALLS = {
     "duplicate ids in call": (lambda kb: kb.add("kern", ["a", "b"], ids=["d", "d"]), DuplicateId),
     "existing id on add": (lambda kb: kb.add("kern", ["x", "y"], ids=["new", "k1"]), DuplicateId),
     "nested metadata": (
-        lambda kb: kb.add("kern", ["a"], metadatas=[{"tags": ["QM", "REK"]}]), InvalidMetadata),
+        lambda kb: kb.add("kern", ["a"], metadatas=[{"tags": ["QM", "REK"]}]),
+        InvalidMetadata,
+    ),
     "None metadata value": (
-        lambda kb: kb.add("kern", ["a"], metadatas=[{"author": None}]), InvalidMetadata),
+        lambda kb: kb.add("kern", ["a"], metadatas=[{"author": None}]),
+        InvalidMetadata,
+    ),
     "bad access level": (
-        lambda kb: kb.add("kern", ["a"], metadatas=[{"access_level": "L7"}]), InvalidMetadata),
+        lambda kb: kb.add("kern", ["a"], metadatas=[{"access_level": "L7"}]),
+        InvalidMetadata,
+    ),
     "bad date": (
-        lambda kb: kb.add("kern", ["a"], metadatas=[{"valid_from": "soon"}]), InvalidMetadata),
+        lambda kb: kb.add("kern", ["a"], metadatas=[{"valid_from": "soon"}]),
+        InvalidMetadata,
+    ),
     "wrong dimension": (
-        lambda kb: kb.add("kern", ["a"], embeddings=[[0.1] * 383]), DimensionMismatch),
+        lambda kb: kb.add("kern", ["a"], embeddings=[[0.1] * 383]),
+        DimensionMismatch,
+    ),
     "ragged vectors": (
-        lambda kb: kb.add("kern", ["a", "b"], embeddings=[[0.1] * 384, [0.1]]), DimensionMismatch),
+        lambda kb: kb.add("kern", ["a", "b"], embeddings=[[0.1] * 384, [0.1]]),
+        DimensionMismatch,
+    ),
     "unknown layer": (lambda kb: kb.add("archiv", ["a"]), LayerNotFound),
     "unknown layer query": (lambda kb: kb.query("a", layers=["archiv"]), LayerNotFound),
     "unknown operator": (lambda kb: kb.query("a", where={"v": {"$like": "x"}}), InvalidFilter),
-    "gte with string": (
-        lambda kb: kb.query("a", where={"version": {"$gte": "2"}}), InvalidFilter),
+    "gte with string": (lambda kb: kb.query("a", where={"version": {"$gte": "2"}}), InvalidFilter),
     "empty and": (lambda kb: kb.query("a", where={"$and": []}), InvalidFilter),
-    "bad where_document": (
-        lambda kb: kb.query("a", where_document={"$has": "x"}), InvalidFilter),
-    "delete with bad filter": (
-        lambda kb: kb.delete("kern", where={"$or": "x"}), InvalidFilter),
+    "bad where_document": (lambda kb: kb.query("a", where_document={"$has": "x"}), InvalidFilter),
+    "delete with bad filter": (lambda kb: kb.delete("kern", where={"$or": "x"}), InvalidFilter),
     "n_results zero": (lambda kb: kb.query("a", n_results=0), InvalidInput),
     "n_results negative": (lambda kb: kb.query("a", n_results=-3), InvalidInput),
     "empty text": (lambda kb: kb.add("kern", ["  "]), InvalidInput),
-    "metadata count": (
-        lambda kb: kb.add("kern", ["a", "b"], metadatas=[{}]), InvalidInput),
+    "metadata count": (lambda kb: kb.add("kern", ["a", "b"], metadatas=[{}]), InvalidInput),
 }
 
 
@@ -223,8 +243,12 @@ def test_stats_report_identity_and_index(filled: KnowledgeBase) -> None:
     assert stats["kern"].model is not None
     assert stats["kern"].model["name"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert stats["kern"].model["dimension"] == 384
-    assert stats["kern"].index == {"space": "cosine", "m": 16, "ef_construction": 200,
-                                   "ef_search": 100}
+    assert stats["kern"].index == {
+        "space": "cosine",
+        "m": 16,
+        "ef_construction": 200,
+        "ef_search": 100,
+    }
     assert stats["kern"].warnings == []
     if filled.store.mode == "embedded":
         assert (stats["kern"].disk_bytes or 0) >= 0

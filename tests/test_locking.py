@@ -33,7 +33,9 @@ def test_second_writer_process_is_refused(tmp_path: Path, embedder: Embedder) ->
         kb.add("kern", ["Bestehender Eintrag"], ids=["a"])
     proc = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(settings.data_dir)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"

@@ -15,10 +15,26 @@ def v(meta: dict[str, object]) -> dict[str, object]:
 
 
 def test_normalisation() -> None:
-    out = v({"access_level": "L3", "version": 2, "status": " aktiv", "language": "DE",
-             "valid_from": "01.03.2025", "created_date": dt.date(2024, 1, 2), "page": 3})
-    assert out == {"access_level": 3, "version": "2", "status": "AKTIV", "language": "de",
-                   "valid_from": "2025-03-01", "created_date": "2024-01-02", "page": 3}
+    out = v(
+        {
+            "access_level": "L3",
+            "version": 2,
+            "status": " aktiv",
+            "language": "DE",
+            "valid_from": "01.03.2025",
+            "created_date": dt.date(2024, 1, 2),
+            "page": 3,
+        }
+    )
+    assert out == {
+        "access_level": 3,
+        "version": "2",
+        "status": "AKTIV",
+        "language": "de",
+        "valid_from": "2025-03-01",
+        "created_date": "2024-01-02",
+        "page": 3,
+    }
 
 
 def test_default_level_applied() -> None:
@@ -29,10 +45,20 @@ def test_default_level_applied() -> None:
 @pytest.mark.parametrize(
     "meta",
     [
-        {"access_level": 0}, {"access_level": 5}, {"access_level": True}, {"access_level": "L9"},
-        {"tags": ["a"]}, {"nested": {"a": 1}}, {"author": None}, {"valid_from": "2025-13-01"},
-        {"language": "deutsch"}, {"osp_internal": 1}, {"": 1}, {"x": float("nan")},
-        {"source": 5}, {"version": [1]},
+        {"access_level": 0},
+        {"access_level": 5},
+        {"access_level": True},
+        {"access_level": "L9"},
+        {"tags": ["a"]},
+        {"nested": {"a": 1}},
+        {"author": None},
+        {"valid_from": "2025-13-01"},
+        {"language": "deutsch"},
+        {"osp_internal": 1},
+        {"": 1},
+        {"x": float("nan")},
+        {"source": 5},
+        {"version": [1]},
     ],
 )
 def test_rejected(meta: dict[str, object]) -> None:

@@ -20,8 +20,10 @@ def test_error_tree() -> None:
         assert 400 <= err.http_status < 600
         assert err.exit_code not in (0, 2)
     e = errors.LayerNotFound("unknown layer 'x'", hint="known layers: kern")
-    assert e.to_dict() == {"error": "layer_not_found",
-                           "message": "unknown layer 'x' — known layers: kern"}
+    assert e.to_dict() == {
+        "error": "layer_not_found",
+        "message": "unknown layer 'x' — known layers: kern",
+    }
 
 
 def test_only_store_imports_chromadb() -> None:
@@ -29,8 +31,22 @@ def test_only_store_imports_chromadb() -> None:
 
     src = Path(osprag.__file__).parent
     offenders = [
-        p.name for p in src.rglob("*.py")
-        if p.name != "store.py" and ("import chromadb" in p.read_text()
-                                     or "from chromadb" in p.read_text())
+        p.name
+        for p in src.rglob("*.py")
+        if p.name != "store.py"
+        and ("import chromadb" in p.read_text() or "from chromadb" in p.read_text())
     ]
     assert offenders == []
+
+
+def test_readme_exit_code_table_matches_errors() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in readme.splitlines()
+        if line.startswith("| ") and line.split("|")[1].strip().isdigit()
+    }
+    for err in errors.ALL_ERRORS:
+        assert f"`{err.__name__}`" in rows[str(err.exit_code)], err.__name__

@@ -11,8 +11,10 @@ from osprag import EmbeddingMismatch, KnowledgeBase, ModelIdentity
 from osprag.embedding import Embedder, Vectors
 from osprag.reindex import reindex
 
-TEXTS = [f"Arbeitsanweisung {i}: Crimpkontakt prüfen, Crimphöhe {0.7 + i / 100:.2f} mm"
-         for i in range(30)]
+TEXTS = [
+    f"Arbeitsanweisung {i}: Crimpkontakt prüfen, Crimphöhe {0.7 + i / 100:.2f} mm"
+    for i in range(30)
+]
 
 
 class OtherModel:
@@ -34,8 +36,12 @@ class OtherModel:
 
 
 def _fill(kb: KnowledgeBase) -> None:
-    kb.add("kern", TEXTS, ids=[f"t{i}" for i in range(len(TEXTS))],
-           metadatas=[{"access_level": 1 + i % 4} for i in range(len(TEXTS))])
+    kb.add(
+        "kern",
+        TEXTS,
+        ids=[f"t{i}" for i in range(len(TEXTS))],
+        metadatas=[{"access_level": 1 + i % 4} for i in range(len(TEXTS))],
+    )
 
 
 def test_rebuild_reuses_vectors_and_flips_alias(kb: KnowledgeBase) -> None:
@@ -78,9 +84,12 @@ def test_model_switch_is_detected_and_reindex_resolves_it(
 
 def test_interrupted_reindex_leaves_old_layer_queryable(kb: KnowledgeBase) -> None:
     _fill(kb)
-    kb.add("kern", [f"extra {i}" for i in range(1500)],
-           embeddings=np.eye(384, dtype=np.float32)[np.arange(1500) % 384],
-           ids=[f"x{i}" for i in range(1500)])
+    kb.add(
+        "kern",
+        [f"extra {i}" for i in range(1500)],
+        embeddings=np.eye(384, dtype=np.float32)[np.arange(1500) % 384],
+        ids=[f"x{i}" for i in range(1500)],
+    )
     total = kb.count("kern")
 
     def boom(n: int) -> None:

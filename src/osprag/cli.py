@@ -167,7 +167,13 @@ def stats(json_mode: bool) -> None:
 def _show_stats(kb: KnowledgeBase, json_mode: bool, full: bool = False) -> None:
     rows = kb.stats()
     if json_mode:
-        _emit({"storage": kb.store.mode, "where": kb.store.where, "layers": [r.to_dict() for r in rows]})
+        _emit(
+            {
+                "storage": kb.store.mode,
+                "where": kb.store.where,
+                "layers": [r.to_dict() for r in rows],
+            }
+        )
         return
     table = Table(title=f"osprag layers ({kb.store.mode}: {kb.store.where})")
     for col in ("layer", "collection", "chunks", "model", "index", "disk"):
@@ -195,15 +201,20 @@ def _show_stats(kb: KnowledgeBase, json_mode: bool, full: bool = False) -> None:
 @click.option("--upsert", is_flag=True, help="replace a record with the same id")
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable output")
 def add(
-    text: str, layer: str, meta: tuple[str, ...], record_id: str | None, upsert: bool,
+    text: str,
+    layer: str,
+    meta: tuple[str, ...],
+    record_id: str | None,
+    upsert: bool,
     json_mode: bool,
 ) -> None:
     """Add one text to a layer."""
     _state(json_mode)
     with _kb() as kb:
         op = kb.upsert if upsert else kb.add
-        result = op(layer, [text], ids=[record_id] if record_id else None,
-                    metadatas=[_parse_meta(meta)])
+        result = op(
+            layer, [text], ids=[record_id] if record_id else None, metadatas=[_parse_meta(meta)]
+        )
     if json_mode:
         _emit(result.to_dict())
     else:
@@ -217,12 +228,22 @@ def add(
 @click.option("--where-document", help='text filter JSON, e.g. \'{"$contains": "Crimp"}\'')
 @click.option("-n", "--n-results", default=5, show_default=True, type=int)
 @click.option("--min-score", type=float, help="drop hits below this score")
-@click.option("--clearance", type=click.IntRange(1, 4), default=4, show_default=True,
-              help="search as a principal with this clearance")
+@click.option(
+    "--clearance",
+    type=click.IntRange(1, 4),
+    default=4,
+    show_default=True,
+    help="search as a principal with this clearance",
+)
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable output")
 def query(
-    text: tuple[str, ...], layer_names: tuple[str, ...], where: str | None,
-    where_document: str | None, n_results: int, min_score: float | None, clearance: int,
+    text: tuple[str, ...],
+    layer_names: tuple[str, ...],
+    where: str | None,
+    where_document: str | None,
+    n_results: int,
+    min_score: float | None,
+    clearance: int,
     json_mode: bool,
 ) -> None:
     """Search the layers (default all) and print one merged ranking."""
@@ -248,12 +269,20 @@ def query(
     for hit in result.hits:
         meta = hit.metadata
         where_from = " · ".join(
-            str(v) for v in (meta.get("source"), meta.get("page") and f"S. {meta['page']}",
-                             meta.get("section")) if v
+            str(v)
+            for v in (
+                meta.get("source"),
+                meta.get("page") and f"S. {meta['page']}",
+                meta.get("section"),
+            )
+            if v
         )
         badge = "[bold green]kern[/]" if hit.layer == "kern" else f"[bold blue]{hit.layer}[/]"
-        console.print(f"{hit.rank}. {badge} score {hit.score:.3f}  L{meta.get('access_level', '?')}"
-                      + (f"  {where_from}" if where_from else "") + f"  [dim]{hit.id}[/]")
+        console.print(
+            f"{hit.rank}. {badge} score {hit.score:.3f}  L{meta.get('access_level', '?')}"
+            + (f"  {where_from}" if where_from else "")
+            + f"  [dim]{hit.id}[/]"
+        )
         snippet = (hit.text or "").replace("\n", " ")
         console.print(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
 
@@ -265,13 +294,19 @@ def query(
 @click.option("--limit", type=int, default=20, show_default=True)
 @click.option("--offset", type=int, default=0)
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable output")
-def get(layer: str, ids: tuple[str, ...], where: str | None, limit: int, offset: int,
-        json_mode: bool) -> None:
+def get(
+    layer: str, ids: tuple[str, ...], where: str | None, limit: int, offset: int, json_mode: bool
+) -> None:
     """Show records by id or filter."""
     _state(json_mode)
     with _kb(read_only=True) as kb:
-        records = kb.get(layer, ids=list(ids) or None, where=_parse_json(where, "--where"),
-                         limit=limit, offset=offset or None)
+        records = kb.get(
+            layer,
+            ids=list(ids) or None,
+            where=_parse_json(where, "--where"),
+            limit=limit,
+            offset=offset or None,
+        )
     if json_mode:
         _emit([r.to_dict() for r in records])
         return
@@ -287,13 +322,18 @@ def get(layer: str, ids: tuple[str, ...], where: str | None, limit: int, offset:
 @click.option("--where", help="metadata filter JSON")
 @click.option("--where-document", help="text filter JSON")
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable output")
-def delete(layer: str, ids: tuple[str, ...], where: str | None, where_document: str | None,
-           json_mode: bool) -> None:
+def delete(
+    layer: str, ids: tuple[str, ...], where: str | None, where_document: str | None, json_mode: bool
+) -> None:
     """Delete records by id or filter (resolved to ids first)."""
     _state(json_mode)
     with _kb() as kb:
-        n = kb.delete(layer, ids=list(ids) or None, where=_parse_json(where, "--where"),
-                      where_document=_parse_json(where_document, "--where-document"))
+        n = kb.delete(
+            layer,
+            ids=list(ids) or None,
+            where=_parse_json(where, "--where"),
+            where_document=_parse_json(where_document, "--where-document"),
+        )
     if json_mode:
         _emit({"layer": layer, "deleted": n})
     else:
@@ -325,25 +365,37 @@ def reindex(model: str | None, layer_names: tuple[str, ...], json_mode: bool) ->
 
     state = _state(json_mode)
     show = not (state.quiet or json_mode) and sys.stderr.isatty()
-    with _kb() as kb, Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=_err(), disable=not show,
-    ) as bar:
+    with (
+        _kb() as kb,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=_err(),
+            disable=not show,
+        ) as bar,
+    ):
         task: list[Any] = []
 
         def on_start(layer: str, total: int) -> None:
             task.append(bar.add_task(f"reindex {layer}", total=total))
 
         reports = run_reindex(
-            kb, model=model, layers=list(layer_names) or None, on_start=on_start,
+            kb,
+            model=model,
+            layers=list(layer_names) or None,
+            on_start=on_start,
             progress=lambda n: bar.advance(task[-1], n),
         )
     if json_mode:
         _emit([r.to_dict() for r in reports])
         return
     for r in reports:
-        _out().print(f"{r.layer}: {r.count} records → {r.new_collection} "
-                     f"({'re-embedded' if r.reembedded else 'vectors reused'}, {r.seconds:.1f}s)")
+        _out().print(
+            f"{r.layer}: {r.count} records → {r.new_collection} "
+            f"({'re-embedded' if r.reembedded else 'vectors reused'}, {r.seconds:.1f}s)"
+        )
     if model:
         _out().print(f"now set OSP_EMBEDDING_MODEL={model} for every process using this store")
 
@@ -399,11 +451,12 @@ def model_info(json_mode: bool) -> None:
 
     state = _state(json_mode)
     embedder = create_embedder(state.settings)
-    data = {"backend": type(embedder).__name__, "identity": embedder.identity.__dict__}
+    identity = dict(embedder.identity.__dict__)
+    data = {"backend": type(embedder).__name__, "identity": identity}
     if json_mode:
         _emit(data)
     else:
-        for key, value in data["identity"].items():
+        for key, value in identity.items():
             _out().print(f"[bold]{key}[/] = {value}")
         _out().print(f"[bold]backend[/] = {data['backend']}")
 

@@ -76,10 +76,12 @@ class Settings(BaseSettings):
 
     # storage
     storage: StorageMode = Field(
-        "auto", description="embedded | server | ephemeral; auto = server if chroma_url is set"
+        "auto", description="embedded, server or ephemeral; auto = server if chroma_url is set"
     )
     data_dir: Path = Field(Path("./osp-data"), description="embedded store directory")
-    chroma_url: str | None = Field(None, description="Chroma server URL, e.g. http://127.0.0.1:8000")
+    chroma_url: str | None = Field(
+        None, description="Chroma server URL, e.g. http://127.0.0.1:8000"
+    )
     chroma_token: SecretStr | None = Field(
         None, description="bearer token for an auth proxy in front of Chroma"
     )
@@ -95,7 +97,7 @@ class Settings(BaseSettings):
     lock_timeout: float = Field(0.0, ge=0, description="seconds to wait for the data-dir lock")
 
     # index
-    space: Space = Field("cosine", description="distance: cosine | l2 | ip")
+    space: Space = Field("cosine", description="distance: cosine, l2 or ip")
     hnsw_m: int = Field(16, ge=2, le=512, description="HNSW max neighbours (M)")
     ef_construction: int = Field(200, ge=10, le=4096, description="HNSW ef_construction")
     ef_search: int = Field(100, ge=10, le=4096, description="HNSW ef_search")
@@ -103,7 +105,7 @@ class Settings(BaseSettings):
     # embedding
     embedding_model: str = Field(DEFAULT_MODEL, description="model name or local path")
     embedding_backend: Backend = Field(
-        "auto", description="auto | torch | onnx | remote; auto = onnx if exported, else torch"
+        "auto", description="auto, torch, onnx or remote; auto = onnx if exported, else torch"
     )
     embedding_device: Literal["cpu", "cuda"] = Field("cpu", description="torch device")
     embedding_batch_size: int = Field(32, ge=1, le=4096, description="texts per model call")
@@ -115,9 +117,11 @@ class Settings(BaseSettings):
     embedding_api_key: SecretStr | None = Field(None, description="key for the remote backend")
     embedding_cache: bool = Field(True, description="persistent SQLite cache of embeddings")
     model_dir: Path | None = Field(
-        None, description="exported ONNX models; default <cache_dir>/models"
+        None, description="exported ONNX models; default ~/.cache/osprag/models"
     )
-    cache_dir: Path | None = Field(None, description="caches; default <data_dir>/cache")
+    cache_dir: Path | None = Field(
+        None, description="caches; default <data_dir>/cache (embedded) or ~/.cache/osprag"
+    )
 
     # layers
     layers: dict[str, LayerConfig] = Field(
@@ -214,9 +218,7 @@ class Settings(BaseSettings):
             return self.layers[name]
         except KeyError:
             known = ", ".join(self.layers)
-            raise LayerNotFound(
-                f"unknown layer {name!r}", hint=f"known layers: {known}"
-            ) from None
+            raise LayerNotFound(f"unknown layer {name!r}", hint=f"known layers: {known}") from None
 
     def ordered_layers(self) -> list[str]:
         return sorted(self.layers, key=lambda n: (self.layers[n].priority, n))
@@ -250,7 +252,8 @@ def settings_markdown() -> str:
         env = f"OSP_{name.upper()}" + ("__<NAME>__<KEY>" if name == "layers" else "")
         rows.append(f"| `{env}` | `{default}` | {field.description or ''} |")
     rows.append("")
-    rows.append("Layer keys: " + ", ".join(
-        f"`{k}` ({f.description or k})" for k, f in LayerConfig.model_fields.items()
-    ))
+    rows.append(
+        "Layer keys: "
+        + ", ".join(f"`{k}` ({f.description or k})" for k, f in LayerConfig.model_fields.items())
+    )
     return "\n".join(rows)

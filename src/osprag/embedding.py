@@ -47,7 +47,7 @@ class ModelIdentity:
 
     @classmethod
     def from_metadata(cls, meta: dict[str, Any]) -> ModelIdentity | None:
-        keys = {f.name for f in cls.__dataclass_fields__.values()}  # type: ignore[attr-defined]
+        keys = {f.name for f in cls.__dataclass_fields__.values()}
         values = {k: meta.get(f"osp_model_{k}") for k in keys}
         if values["name"] is None:
             return None
@@ -134,9 +134,7 @@ _HASH_MEMO: dict[tuple[str, int, int], str] = {}
 def weights_sha256(folder: Path) -> str:
     """sha256 of the weight file(s): names lie, weights do not."""
     files = sorted(
-        p
-        for pattern in ("*.safetensors", "pytorch_model*.bin")
-        for p in folder.glob(pattern)
+        p for pattern in ("*.safetensors", "pytorch_model*.bin") for p in folder.glob(pattern)
     )
     if not files:
         return "unknown"
@@ -210,9 +208,11 @@ def read_identity(model: str, folder: Path, normalize: bool) -> ModelIdentity:
 
 
 def has_dense_head(folder: Path) -> bool:
-    modules = json.loads((folder / "modules.json").read_text()) if (
-        folder / "modules.json"
-    ).is_file() else []
+    modules = (
+        json.loads((folder / "modules.json").read_text())
+        if (folder / "modules.json").is_file()
+        else []
+    )
     return any("Dense" in str(m.get("type", "")) for m in modules)
 
 
@@ -224,8 +224,8 @@ def _quiet_transformers() -> None:
     try:
         from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     except Exception:  # pragma: no cover - older/newer transformers
         pass
 
@@ -320,8 +320,10 @@ class RemoteEmbedder:
 
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         base = self.url.rstrip("/")
-        endpoint = base if base.endswith("/embeddings") else (
-            base + ("/embeddings" if base.endswith("/v1") else "/v1/embeddings")
+        endpoint = (
+            base
+            if base.endswith("/embeddings")
+            else (base + ("/embeddings" if base.endswith("/v1") else "/v1/embeddings"))
         )
         out: list[list[float]] = []
         for start in range(0, len(texts), self.batch_size):

@@ -89,9 +89,7 @@ def validate_where_document(
     if where_document is None:
         return None
     if not isinstance(where_document, Mapping) or len(where_document) != 1:
-        raise InvalidFilter(
-            f"{path} needs exactly one operator, e.g. {{'$contains': 'Crimphöhe'}}"
-        )
+        raise InvalidFilter(f"{path} needs exactly one operator, e.g. {{'$contains': 'Crimphöhe'}}")
     ((op, value),) = where_document.items()
     if op in _LOGIC:
         if not isinstance(value, list) or not value:

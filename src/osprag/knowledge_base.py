@@ -218,7 +218,11 @@ class KnowledgeBase:
         if have is None:
             return []
         out = []
-        for field, label in (("space", "space"), ("m", "HNSW M"), ("ef_construction", "ef_construction")):
+        for field, label in (
+            ("space", "space"),
+            ("m", "HNSW M"),
+            ("ef_construction", "ef_construction"),
+        ):
             if getattr(have, field) != getattr(want, field):
                 out.append(
                     f"{label} is {getattr(have, field)} but settings say {getattr(want, field)}; "
@@ -288,7 +292,9 @@ class KnowledgeBase:
             if len(raw_metas) != n:
                 raise InvalidInput(f"{len(raw_metas)} metadatas for {n} texts")
         metas = [
-            validate_metadata(m, default_access_level=cfg.default_access_level, where=f"metadata[{i}]")
+            validate_metadata(
+                m, default_access_level=cfg.default_access_level, where=f"metadata[{i}]"
+            )
             for i, m in enumerate(raw_metas)
         ]
         if ids is None:
@@ -378,8 +384,7 @@ class KnowledgeBase:
             if len(metadatas) != len(id_list):
                 raise InvalidInput(f"{len(metadatas)} metadatas for {len(id_list)} ids")
             metas = [
-                validate_update_metadata(m, where=f"metadata[{i}]")
-                for i, m in enumerate(metadatas)
+                validate_update_metadata(m, where=f"metadata[{i}]") for i, m in enumerate(metadatas)
             ]
         if docs is None and metas is None:
             raise InvalidInput("update needs texts or metadatas")
@@ -524,7 +529,7 @@ class KnowledgeBase:
         return len(col.get(where=clause, include=[])["ids"])
 
     @overload
-    def query(
+    def query(  # type: ignore[overload-overlap]
         self,
         texts: str,
         *,

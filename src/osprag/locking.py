@@ -67,7 +67,9 @@ class DataDirLock:
         holder = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "command": " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv))[:200],
+            "command": " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv))[
+                :200
+            ],
             "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         os.ftruncate(fd, 0)

@@ -8,6 +8,7 @@ by the server's batch limit, and keeps the layer → collection alias registry.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import time
@@ -124,8 +125,13 @@ class Store:
         def connect() -> Any:
             try:
                 return self._chroma.HttpClient(
-                    host=host, port=port, ssl=ssl, headers=headers, tenant=tenant,
-                    database=database, settings=chroma_settings,
+                    host=host,
+                    port=port,
+                    ssl=ssl,
+                    headers=headers,
+                    tenant=tenant,
+                    database=database,
+                    settings=chroma_settings,
                 )
             except self._chroma.errors.NotFoundError as exc:
                 if "database" not in str(exc).lower():
@@ -145,8 +151,13 @@ class Store:
                 if "already exists" not in str(exc):
                     raise
             return self._chroma.HttpClient(
-                host=host, port=port, ssl=ssl, headers=headers, tenant=tenant,
-                database=database, settings=chroma_settings,
+                host=host,
+                port=port,
+                ssl=ssl,
+                headers=headers,
+                tenant=tenant,
+                database=database,
+                settings=chroma_settings,
             )
 
         return self._call(connect)
@@ -228,7 +239,7 @@ class Store:
             lambda: self.client.create_collection(
                 name,
                 metadata=metadata,
-                configuration=index.to_chroma(),
+                configuration=index.to_chroma(),  # type: ignore[arg-type]
                 embedding_function=None,
             )
         )
@@ -262,9 +273,7 @@ class Store:
 
     def aliases(self) -> dict[str, str]:
         return {
-            k[len(_ALIAS) :]: str(v)
-            for k, v in self.registry().items()
-            if k.startswith(_ALIAS)
+            k[len(_ALIAS) :]: str(v) for k, v in self.registry().items() if k.startswith(_ALIAS)
         }
 
     def set_alias(self, layer: str, collection: str | None) -> None:
@@ -366,14 +375,16 @@ class Collection:
                 kwargs["documents"] = list(documents[part])
             if metadatas is not None:
                 kwargs["metadatas"] = list(metadatas[part])
-            self.store._call(lambda kw=kwargs: method(**kw))
+            self.store._call(functools.partial(method, **kwargs))
             if progress is not None:
                 progress(part.stop - part.start)
 
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
         for part in self._batches(len(ids)):
-            res = self.store._call(lambda p=part: self._col.get(ids=list(ids[p]), include=[]))
+            res = self.store._call(
+                functools.partial(self._col.get, ids=list(ids[part]), include=[])
+            )
             found.update(res["ids"])
         return found
 
@@ -381,7 +392,7 @@ class Collection:
         out: dict[str, dict[str, Any]] = {}
         for part in self._batches(len(ids)):
             res = self.store._call(
-                lambda p=part: self._col.get(ids=list(ids[p]), include=["metadatas"])
+                functools.partial(self._col.get, ids=list(ids[part]), include=["metadatas"])
             )
             for rid, meta in zip(res["ids"], res["metadatas"], strict=True):
                 out[rid] = dict(meta or {})
@@ -431,7 +442,7 @@ class Collection:
 
     def delete(self, ids: Sequence[str]) -> None:
         for part in self._batches(len(ids)):
-            self.store._call(lambda p=part: self._col.delete(ids=list(ids[p])))
+            self.store._call(functools.partial(self._col.delete, ids=list(ids[part])))
 
 
 @contextmanager
