@@ -195,6 +195,8 @@ def read_identity(model: str, folder: Path, normalize: bool) -> ModelIdentity:
     dimension = int(pool_cfg.get("word_embedding_dimension") or config.get("hidden_size") or 0)
     max_len = int(sbert.get("max_seq_length") or config.get("max_position_embeddings") or 512)
     query_prefix, passage_prefix = family_prefixes(model, folder)
+    if has_module(folder, "Normalize"):
+        normalize = True  # the model normalises itself, whatever the setting says
     return ModelIdentity(
         name=canonical_name(model, folder),
         weights_sha256=weights_sha256(folder),
@@ -207,13 +209,18 @@ def read_identity(model: str, folder: Path, normalize: bool) -> ModelIdentity:
     )
 
 
+def has_module(folder: Path, kind: str) -> bool:
+    """Whether the sentence-transformers pipeline in ``folder`` contains a module type."""
+    path = folder / "modules.json"
+    try:
+        modules = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    except ValueError:
+        return False
+    return any(kind in str(m.get("type", "")) for m in modules if isinstance(m, dict))
+
+
 def has_dense_head(folder: Path) -> bool:
-    modules = (
-        json.loads((folder / "modules.json").read_text())
-        if (folder / "modules.json").is_file()
-        else []
-    )
-    return any("Dense" in str(m.get("type", "")) for m in modules)
+    return has_module(folder, "Dense")
 
 
 # ---------------------------------------------------------------- torch backend

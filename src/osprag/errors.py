@@ -18,9 +18,10 @@ errors once (one CLI handler, one HTTP handler) instead of catching case by case
     │   ├── StoreUnavailable        chroma server down / data dir unusable     exit 7 / 503
     │   ├── StoreLocked             another process owns the data dir          exit 8 / 409
     │   └── NotWritable             data dir cannot be written                 exit 7 / 500
-    └── EmbeddingError                                                         exit 9 / 500
-        ├── ModelNotFound           model name/path cannot be loaded offline   exit 9 / 500
-        └── EmbeddingMismatch       layer was built with another model         exit 9 / 409
+    ├── EmbeddingError                                                         exit 9 / 500
+    │   ├── ModelNotFound           model name/path cannot be loaded offline   exit 9 / 500
+    │   └── EmbeddingMismatch       layer was built with another model         exit 9 / 409
+    └── IngestError                 one file could not be read (others go on)  exit 1 / 422
 
 Exit 1 is reserved for partial failure (some items failed, the rest done) and 2 for usage
 errors reported by the CLI parser.
@@ -127,6 +128,18 @@ class EmbeddingMismatch(EmbeddingError):
     http_status = 409
 
 
+class IngestError(OspragError):
+    """A file that cannot be ingested; carries the path so reports can name it."""
+
+    code = "ingest_error"
+    http_status = 422
+    exit_code = 1
+
+    def __init__(self, message: str, *, path: str | None = None, hint: str | None = None) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message, hint=hint)
+
+
 ALL_ERRORS: tuple[type[OspragError], ...] = (
     OspragError,
     ConfigError,
@@ -145,4 +158,5 @@ ALL_ERRORS: tuple[type[OspragError], ...] = (
     EmbeddingError,
     ModelNotFound,
     EmbeddingMismatch,
+    IngestError,
 )

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
 _INCLUDE = {"documents", "metadatas", "embeddings"}
 MAX_RESULTS = 1000
+OVERFETCH = 8  # chunks of a replaced document version may still sit in the index briefly
 
 
 def _as_list(value: str | Sequence[str], what: str) -> list[str]:
@@ -78,6 +79,7 @@ class KnowledgeBase:
         self._embedder = embedder
         self._cache: EmbeddingCache | None = None
         self._cols: dict[str, Collection] = {}
+        self._checked: set[str] = set()
         self.warnings: dict[str, list[str]] = {}
 
     # ----------------------------------------------------------------- lifecycle
@@ -146,6 +148,7 @@ class KnowledgeBase:
         """Switch models (after a reindex); cached layer handles are re-checked."""
         self._embedder = embedder
         self._cols.clear()
+        self._checked.clear()
 
     # ----------------------------------------------------------------- layers
 
@@ -174,21 +177,28 @@ class KnowledgeBase:
             name, self._layer_metadata(layer, identity), IndexConfig.from_settings(self.settings)
         )
 
-    def _collection(self, layer: str, *, create: bool) -> Collection | None:
+    def _collection(self, layer: str, *, create: bool, check: bool = True) -> Collection | None:
+        """The layer's collection; ``check`` verifies the model identity (once per layer).
+
+        Paths that need no vectors (get, count, delete, a no-op sync) pass ``check=False`` so
+        they never load a model and still work on a layer that awaits a reindex.
+        """
         self.settings.layer(layer)  # LayerNotFound for unknown names
-        cached = self._cols.get(layer)
-        if cached is not None:
-            return cached
-        name = self.store.aliases().get(layer)
-        col = self.store.get_collection(name) if name else None
+        col = self._cols.get(layer)
         if col is None:
-            if not create:
-                return None
-            self._require_writable()
-            col = self.create_layer_collection(layer, self.embedder.identity)
-            self.store.set_alias(layer, col.name)
-        self._check_collection(layer, col)
-        self._cols[layer] = col
+            name = self.store.aliases().get(layer)
+            col = self.store.get_collection(name) if name else None
+            if col is None:
+                if not create:
+                    return None
+                self._require_writable()
+                col = self.create_layer_collection(layer, self.embedder.identity)
+                self.store.set_alias(layer, col.name)
+                self._checked.add(layer)
+            self._cols[layer] = col
+        if check and layer not in self._checked:
+            self._check_collection(layer, col)
+            self._checked.add(layer)
         return col
 
     def _check_collection(self, layer: str, col: Collection) -> None:
@@ -280,6 +290,7 @@ class KnowledgeBase:
         metadatas: Sequence[Mapping[str, Any] | None] | Mapping[str, Any] | None,
         embeddings: Any,
         progress: Progress | None,
+        allow_reserved: bool = False,
     ) -> WriteResult:
         self._require_writable()
         cfg = self.settings.layer(layer)
@@ -293,7 +304,10 @@ class KnowledgeBase:
                 raise InvalidInput(f"{len(raw_metas)} metadatas for {n} texts")
         metas = [
             validate_metadata(
-                m, default_access_level=cfg.default_access_level, where=f"metadata[{i}]"
+                m,
+                default_access_level=cfg.default_access_level,
+                where=f"metadata[{i}]",
+                allow_reserved=allow_reserved,
             )
             for i, m in enumerate(raw_metas)
         ]
@@ -334,6 +348,20 @@ class KnowledgeBase:
         col.write(op, id_list, vectors.tolist(), docs, write_metas, progress)
         return result
 
+    def write_chunks(
+        self,
+        layer: str,
+        texts: Sequence[str],
+        *,
+        ids: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any]],
+        progress: Progress | None = None,
+    ) -> WriteResult:
+        """Upsert ingestion chunks, whose metadata carries osprag's internal ``osp_*`` keys."""
+        return self._write(
+            "upsert", layer, texts, ids, metadatas, None, progress, allow_reserved=True
+        )
+
     def _embed_documents(self, docs: list[str]) -> tuple[np.ndarray[Any, Any], int, int]:
         embedder = self.embedder
         before = (embedder.hits, embedder.misses) if isinstance(embedder, CachingEmbedder) else None
@@ -349,7 +377,7 @@ class KnowledgeBase:
             raise DimensionMismatch(
                 "embeddings must be a rectangular list of numbers (ragged lengths?)"
             ) from None
-        existing = self._collection(layer, create=False)
+        existing = self._collection(layer, create=False, check=False)
         stored = ModelIdentity.from_metadata(existing.metadata) if existing else None
         dim = stored.dimension if stored else self.embedder.identity.dimension
         if vectors.ndim != 2 or vectors.shape[0] != n or vectors.shape[1] != dim:
@@ -421,7 +449,7 @@ class KnowledgeBase:
                 "delete needs ids, where or where_document",
                 hint="to empty a whole layer use `osp drop LAYER --yes`",
             )
-        col = self._collection(layer, create=False)
+        col = self._collection(layer, create=False, check=False)
         if col is None:
             return 0
         targets = col.get(
@@ -443,7 +471,7 @@ class KnowledgeBase:
                 f"refusing to drop layer {layer!r} without confirmation",
                 hint="pass --yes (CLI) or yes=True",
             )
-        col = self._collection(layer, create=False)
+        col = self._collection(layer, create=False, check=False)
         if col is None:
             return 0
         count = col.count()
@@ -484,7 +512,7 @@ class KnowledgeBase:
             raise InvalidInput(f"limit must be >= 1, got {limit}")
         if offset is not None and offset < 0:
             raise InvalidInput(f"offset must be >= 0, got {offset}")
-        col = self._collection(layer, create=False)
+        col = self._collection(layer, create=False, check=False)
         if col is None:
             return []
         res = col.get(
@@ -496,22 +524,49 @@ class KnowledgeBase:
             include=sorted(set(inc) | {"metadatas"}),
         )
         out = []
+        stale = self._stale_filter([m or {} for m in res["metadatas"]])
         for i, rid in enumerate(res["ids"]):
             meta = dict(res["metadatas"][i] or {})
-            if not self._allowed(meta, principal):
+            if not self._allowed(meta, principal) or stale(meta):
                 continue
             out.append(
                 Record(
                     id=rid,
                     layer=layer,
                     text=res["documents"][i] if "documents" in inc else None,
-                    metadata=meta if "metadatas" in inc else {},
+                    metadata=self.public_metadata(meta) if "metadatas" in inc else {},
                     embedding=[float(x) for x in res["embeddings"][i]]
                     if "embeddings" in inc
                     else None,
                 )
             )
         return out
+
+    def current_revisions(self, doc_ids: Sequence[str]) -> dict[str, str]:
+        """Current revision per ingested document: the pointers that make replacement atomic."""
+        if not doc_ids:
+            return {}
+        res = self.store.documents().get(ids=list(doc_ids), include=["metadatas"])
+        return {
+            rid: str((meta or {}).get("rev"))
+            for rid, meta in zip(res["ids"], res["metadatas"], strict=True)
+        }
+
+    def _stale_filter(
+        self, metas: Sequence[Mapping[str, Any]]
+    ) -> Callable[[Mapping[str, Any]], bool]:
+        """A predicate that is True for chunks of a document version that is not current."""
+        doc_ids = sorted({str(m["osp_doc"]) for m in metas if m and "osp_doc" in m})
+        if not doc_ids:
+            return lambda meta: False
+        current = self.current_revisions(doc_ids)
+        return lambda meta: (
+            "osp_doc" in meta and current.get(str(meta["osp_doc"])) != str(meta.get("osp_rev"))
+        )
+
+    @staticmethod
+    def public_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in meta.items() if not k.startswith("osp_")}
 
     @staticmethod
     def _allowed(meta: Mapping[str, Any], principal: Principal) -> bool:
@@ -520,7 +575,7 @@ class KnowledgeBase:
         return isinstance(level, int) and level <= principal.clearance
 
     def count(self, layer: str, *, principal: Principal = LOCAL) -> int:
-        col = self._collection(layer, create=False)
+        col = self._collection(layer, create=False, check=False)
         if col is None:
             return 0
         clause = clearance_clause(principal)
@@ -589,10 +644,14 @@ class KnowledgeBase:
         want = sorted(set(inc) | {"metadatas", "distances"})
         for name, col in cols:
             assert vectors is not None
-            raw.append((name, self._space(col), col.query(vectors, n_results, wh, wd, want)))
+            fetch = n_results + OVERFETCH
+            raw.append((name, self._space(col), col.query(vectors, fetch, wh, wd, want)))
+        stale = self._stale_filter(
+            [m or {} for _, _, res in raw for per_query in res["metadatas"] for m in per_query]
+        )
         t2 = time.perf_counter()
         results = [
-            self._merge(q, qi, raw, n_results, inc, min_score, principal)
+            self._merge(q, qi, raw, n_results, inc, min_score, principal, stale)
             for qi, q in enumerate(queries)
         ]
         t3 = time.perf_counter()
@@ -615,13 +674,14 @@ class KnowledgeBase:
         include: list[str],
         min_score: float | None,
         principal: Principal,
+        stale: Callable[[Mapping[str, Any]], bool],
     ) -> QueryResult:
         hits: list[tuple[float, int, Hit]] = []
         for name, space, res in raw:
             cfg = self.settings.layers[name]
             for j, rid in enumerate(res["ids"][qi]):
                 meta = dict(res["metadatas"][qi][j] or {})
-                if not self._allowed(meta, principal):
+                if not self._allowed(meta, principal) or stale(meta):
                     continue
                 distance = float(res["distances"][qi][j])
                 score = score_from_distance(distance, space)
@@ -631,7 +691,7 @@ class KnowledgeBase:
                     id=rid,
                     layer=name,
                     text=res["documents"][qi][j] if "documents" in include else None,
-                    metadata=meta if "metadatas" in include else {},
+                    metadata=self.public_metadata(meta) if "metadatas" in include else {},
                     distance=distance,
                     score=score,
                 )
@@ -684,7 +744,7 @@ class KnowledgeBase:
     def collection_for(self, layer: str) -> Collection | None:
         """The physical collection behind a layer (for ops modules, not for end users)."""
         try:
-            return self._collection(layer, create=False)
+            return self._collection(layer, create=False, check=False)
         except StoreError:
             self._cols.pop(layer, None)
             raise

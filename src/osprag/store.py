@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 REGISTRY = "osp__registry"
+DOCUMENTS = "osp__documents"
 _ALIAS = "alias."
 T = TypeVar("T")
 
@@ -287,6 +288,24 @@ class Store:
             meta[_ALIAS + layer] = collection
         meta["osp_updated"] = time.time()
         self._call(lambda: reg.modify(metadata=meta))
+
+    # ----------------------------------------------------------- document registry
+
+    def documents(self) -> Collection:
+        """Per-document state of ingested files (one record per layer + source).
+
+        Its records are the documents' current-version pointers; chunks whose revision is not
+        the pointer's are invisible to readers, which makes a replacement atomic for them.
+        Chroma needs a vector per record, so each carries a constant 1-d placeholder.
+        """
+        col = self._call(
+            lambda: self.client.get_or_create_collection(
+                DOCUMENTS,
+                metadata={"osp_schema_version": SCHEMA_VERSION},
+                embedding_function=None,
+            )
+        )
+        return Collection(self, col)
 
     # ----------------------------------------------------------- disk
 

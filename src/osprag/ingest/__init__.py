@@ -1,0 +1,1 @@
+"""Ingestion: files → blocks (loaders) → chunks (chunking) → layer records (sync)."""

@@ -1,0 +1,468 @@
+"""Folder sync into a layer: exact and idempotent, keyed by (layer, synced root, source path).
+
+A changed document is replaced so that readers never see it mixed or missing: its new chunks
+are written under new ids (the revision is part of the id), then the document's pointer in
+the document registry is flipped, then the old chunks are collected. Readers hide chunks whose
+revision is not the pointer's. Killed at any point, a re-run converges to what a clean ingest
+produces: chunk ids are deterministic, and stray chunks of a root are collected at the end.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from osprag.errors import IngestError, InvalidInput, InvalidMetadata, OspragError
+from osprag.failpoints import failpoint
+from osprag.ids import chunk_id
+from osprag.metadata import validate_metadata
+
+from .meta import (
+    detect_language,
+    folder_defaults,
+    looks_like_header_line,
+    map_keys,
+    merge_metadata,
+    parse_filename,
+    parse_header_line,
+)
+from .model import Chunk, LoadedDocument
+
+if TYPE_CHECKING:
+    from osprag.knowledge_base import KnowledgeBase
+
+SUPPORTED = {".pdf", ".docx", ".md", ".markdown", ".html", ".htm", ".txt", ".csv", ".xlsx", ".pptx"}
+Status = Literal["added", "updated", "unchanged", "deleted", "failed", "skipped"]
+
+
+@dataclass
+class FileResult:
+    source: str
+    status: Status
+    chunks: int = 0
+    reason: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IngestReport:
+    layer: str
+    roots: list[str]
+    dry_run: bool
+    files: list[FileResult] = field(default_factory=list)
+    chunks_written: int = 0
+    texts_embedded: int = 0
+    tokens_embedded: int = 0
+    seconds: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in ("added", "updated", "unchanged", "deleted", "failed", "skipped")}
+        for f in self.files:
+            out[f.status] += 1
+        return out
+
+    @property
+    def exit_code(self) -> int:
+        """0 all ok, 1 some files failed (the others are in), 2 nothing could be done."""
+        counts = self.counts()
+        if counts["failed"] == 0:
+            return 0
+        done = sum(v for k, v in counts.items() if k not in ("failed", "skipped"))
+        return 1 if done else 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "roots": self.roots,
+            "dry_run": self.dry_run,
+            "counts": self.counts(),
+            "chunks_written": self.chunks_written,
+            "texts_embedded": self.texts_embedded,
+            "tokens_embedded": self.tokens_embedded,
+            "seconds": round(self.seconds, 3),
+            "files": [asdict(f) for f in self.files],
+        }
+
+
+@dataclass
+class Progress:
+    """Callbacks for a progress display; all optional."""
+
+    on_files: Callable[[int], None] | None = None
+    on_file_done: Callable[[FileResult], None] | None = None
+    on_chunks: Callable[[int], None] | None = None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def doc_key(layer: str, root_key: str, source: str) -> str:
+    return "d-" + hashlib.sha256("\x00".join([layer, root_key, source]).encode()).hexdigest()[:32]
+
+
+def discover(
+    root: Path, *, recursive: bool, glob: str | None
+) -> Iterator[tuple[Path | None, str, str | None]]:
+    """(path, source, problem) for each candidate file under root; symlink loops reported.
+
+    Folders starting with ``.`` or ``_`` (e.g. ``_sources``) and hidden files are skipped;
+    directory symlinks are not followed, so a symlink loop cannot recurse.
+    """
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
+        if not recursive:
+            dirnames[:] = []
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            source = path.relative_to(root).as_posix()
+            if name.startswith(".") or path.suffix.lower() not in SUPPORTED:
+                continue
+            if glob is not None and not (
+                fnmatch.fnmatch(name, glob) or fnmatch.fnmatch(source, glob)
+            ):
+                continue
+            if path.is_symlink():
+                try:
+                    target = path.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    yield None, source, "broken symlink or symlink loop"
+                    continue
+                if not target.is_file():
+                    continue
+            yield path, source, None
+
+
+class Syncer:
+    """One sync run of a layer; created by ``KnowledgeBase.ingest``."""
+
+    def __init__(
+        self,
+        kb: KnowledgeBase,
+        layer: str,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> None:
+        self.kb = kb
+        self.layer = layer
+        self.cfg = kb.settings.layer(layer)
+        self.overrides = map_keys(dict(overrides or {}))
+        self.dry_run = dry_run
+        self.progress = progress or Progress()
+        self._parser: Any = None
+        self._chunker: Any = None
+        if not dry_run:
+            kb._require_writable()
+
+    # ------------------------------------------------------------------ lazy heavy parts
+
+    def parser(self) -> Any:
+        if self._parser is None:
+            from .worker import Parser
+
+            s = self.kb.settings
+            self._parser = Parser(
+                max_bytes=int(s.max_file_mb * 1024 * 1024),
+                max_seconds=s.parse_timeout,
+                max_memory_mb=s.parse_memory_mb,
+            )
+        return self._parser
+
+    def chunker(self) -> Any:
+        if self._chunker is None:
+            from .chunking import make_chunker
+
+            self._chunker = make_chunker(self.kb.settings, self.kb.embedder.identity)
+        return self._chunker
+
+    def close(self) -> None:
+        if self._parser is not None:
+            self._parser.close()
+            self._parser = None
+
+    # ------------------------------------------------------------------ sync
+
+    def sync_root(
+        self, root: Path, report: IngestReport, *, recursive: bool, glob: str | None
+    ) -> None:
+        root = root.resolve()
+        root_key = str(root)
+        registry = self._registry(root_key)
+        seen: set[str] = set()
+        candidates = list(discover(root, recursive=recursive, glob=glob))
+        if self.progress.on_files:
+            self.progress.on_files(len(candidates))
+        for path, source, problem in candidates:
+            seen.add(source)
+            if path is None:
+                result = FileResult(source, "failed", reason=problem)
+            else:
+                result = self.sync_file(path, source, root, root_key, registry.get(source))
+            self._record(report, result)
+        if glob is None:
+            for source, rec in sorted(registry.items()):
+                if source not in seen:
+                    self._record(report, self._delete_document(str(rec["id"]), source))
+        if not self.dry_run:
+            self._collect_strays(root_key)
+
+    def sync_single(self, path: Path, report: IngestReport) -> None:
+        """A file named on the command line: upserted, never causes deletions."""
+        root = path.resolve().parent
+        root_key = str(root)
+        registry = self._registry(root_key)
+        if self.progress.on_files:
+            self.progress.on_files(1)
+        self._record(
+            report, self.sync_file(path, path.name, root, root_key, registry.get(path.name))
+        )
+
+    def _record(self, report: IngestReport, result: FileResult) -> None:
+        report.files.append(result)
+        if self.progress.on_file_done:
+            self.progress.on_file_done(result)
+
+    def _registry(self, root_key: str) -> dict[str, dict[str, Any]]:
+        res = self.kb.store.documents().get(
+            where={"$and": [{"layer": self.layer}, {"root": root_key}]}, include=["metadatas"]
+        )
+        out = {}
+        for rid, meta in zip(res["ids"], res["metadatas"], strict=True):
+            meta = dict(meta or {})
+            meta["id"] = rid
+            out[str(meta["source"])] = meta
+        return out
+
+    def sync_file(
+        self, path: Path, source: str, root: Path, root_key: str, rec: dict[str, Any] | None
+    ) -> FileResult:
+        try:
+            stat = path.stat()
+            if rec and rec.get("size") == stat.st_size and rec.get("mtime_ns") == stat.st_mtime_ns:
+                return FileResult(source, "unchanged", chunks=int(rec.get("chunks", 0)))
+            if not os.access(path, os.R_OK):
+                raise IngestError("file is not readable (permissions)", path=source)
+            sha = _sha256(path)
+            if rec and rec.get("sha256") == sha:
+                if not self.dry_run:
+                    self._touch(str(rec["id"]), rec, stat)
+                return FileResult(source, "unchanged", chunks=int(rec.get("chunks", 0)))
+            status: Status = "updated" if rec else "added"
+            doc = self.parser().parse(path)
+            meta = self._metadata(path, source, root, doc, sha, stat)
+            chunks: list[Chunk] = self.chunker().chunk(doc.blocks)
+            if not chunks:
+                raise IngestError(
+                    "no text found", path=source, hint="; ".join(doc.warnings) or None
+                )
+            if self.dry_run:
+                return FileResult(source, status, chunks=len(chunks), warnings=doc.warnings)
+            self._replace(source, root_key, sha, stat, meta, chunks, doc)
+            return FileResult(source, status, chunks=len(chunks), warnings=doc.warnings)
+        except (IngestError, InvalidMetadata, InvalidInput) as exc:
+            return FileResult(
+                source, "failed", reason=exc.message if isinstance(exc, OspragError) else str(exc)
+            )
+        except OSError as exc:
+            return FileResult(source, "failed", reason=exc.strerror or str(exc))
+
+    def _metadata(
+        self,
+        path: Path,
+        source: str,
+        root: Path,
+        doc: LoadedDocument,
+        sha: str,
+        stat: os.stat_result,
+    ) -> dict[str, Any]:
+        raw = dict(doc.metadata)
+        header = raw.pop("header_line", None)
+        from_header = (
+            parse_header_line(str(header)) if header and looks_like_header_line(str(header)) else {}
+        )
+        merged = merge_metadata(
+            folder_defaults(path, root),
+            parse_filename(path),
+            map_keys(raw),
+            from_header,
+            self.overrides,
+        )
+        text = "\n".join(b.text for b in doc.blocks[:200])
+        merged.setdefault("language", detect_language(text))
+        merged.setdefault("title", doc.title or path.stem)
+        merged.update(
+            source=source,
+            sha256=sha,
+            size=stat.st_size,
+            mtime=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stat.st_mtime)),
+            format=path.suffix.lower().lstrip("."),
+        )
+        clean = validate_metadata(
+            {k: v for k, v in merged.items() if v is not None},
+            default_access_level=self.cfg.default_access_level,
+            where=source,
+        )
+        return clean
+
+    def _replace(
+        self,
+        source: str,
+        root_key: str,
+        sha: str,
+        stat: os.stat_result,
+        meta: dict[str, Any],
+        chunks: list[Chunk],
+        doc: LoadedDocument,
+    ) -> None:
+        doc_id = doc_key(self.layer, root_key, source)
+        rev = sha[:16]
+        ids = [chunk_id(self.layer, f"{root_key}/{source}", rev, c.index) for c in chunks]
+        metas = []
+        for c in chunks:
+            m: dict[str, Any] = dict(meta)
+            m.update(
+                chunk_index=c.index,
+                char_start=c.char_start,
+                char_end=c.char_end,
+                osp_doc=doc_id,
+                osp_rev=rev,
+                osp_root=root_key,
+            )
+            if c.heading_path:
+                m["section"] = " > ".join(c.heading_path)
+            for key in ("page", "page_end", "sheet", "row_start", "row_end", "slide"):
+                value = getattr(c, key)
+                if value is not None:
+                    m[key] = value
+            metas.append(m)
+        texts = [c.text for c in chunks]
+        result = self.kb.write_chunks(
+            self.layer, texts, ids=ids, metadatas=metas, progress=self.progress.on_chunks
+        )
+        self.report_embedding(
+            result.embedded, sum(c.tokens for c in chunks) if result.embedded else 0, len(chunks)
+        )
+        failpoint("after_write")
+        failpoint("before_flip")
+        self.kb.store.documents().write(
+            "upsert",
+            [doc_id],
+            [[1.0]],
+            [source],
+            [
+                {
+                    "layer": self.layer,
+                    "root": root_key,
+                    "source": source,
+                    "sha256": sha,
+                    "rev": rev,
+                    "size": stat.st_size,
+                    "mtime_ns": stat.st_mtime_ns,
+                    "chunks": len(chunks),
+                    "title": str(meta.get("title", "")),
+                    "access_level": int(meta["access_level"]),
+                    "ingested_at": time.time(),
+                    "warnings": len(doc.warnings),
+                }
+            ],
+        )
+        failpoint("after_flip")
+        self._collect(doc_id, keep_rev=rev)
+
+    def report_embedding(self, embedded: int, tokens: int, written: int) -> None:
+        self.embedded += embedded
+        self.tokens += tokens
+        self.written += written
+
+    embedded = 0
+    tokens = 0
+    written = 0
+
+    def _touch(self, doc_id: str, rec: dict[str, Any], stat: os.stat_result) -> None:
+        meta = {k: v for k, v in rec.items() if k != "id"}
+        meta.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+        self.kb.store.documents().write("upsert", [doc_id], [[1.0]], [meta["source"]], [meta])
+
+    def _collect(self, doc_id: str, keep_rev: str | None) -> None:
+        col = self.kb.collection_for(self.layer)
+        if col is None:
+            return
+        res = col.get(where={"osp_doc": doc_id}, include=["metadatas"])
+        stale = [
+            rid
+            for rid, m in zip(res["ids"], res["metadatas"], strict=True)
+            if keep_rev is None or (m or {}).get("osp_rev") != keep_rev
+        ]
+        for i in range(0, len(stale), 500):
+            col.delete(stale[i : i + 500])
+            failpoint("during_collect")
+
+    def _delete_document(self, doc_id: str, source: str) -> FileResult:
+        if self.dry_run:
+            return FileResult(source, "deleted")
+        self.kb.store.documents().delete([doc_id])  # pointer first: readers stop seeing it
+        self._collect(doc_id, keep_rev=None)
+        return FileResult(source, "deleted")
+
+    def _collect_strays(self, root_key: str) -> None:
+        """Chunks of this root whose document revision is not current: crash leftovers."""
+        col = self.kb.collection_for(self.layer)
+        if col is None:
+            return
+        current = {str(m["id"]): str(m["rev"]) for m in self._registry(root_key).values()}
+        res = col.get(where={"osp_root": root_key}, include=["metadatas"])
+        stray = [
+            rid
+            for rid, m in zip(res["ids"], res["metadatas"], strict=True)
+            if current.get(str((m or {}).get("osp_doc"))) != (m or {}).get("osp_rev")
+        ]
+        if stray:
+            col.delete(stray)
+
+
+def ingest(
+    kb: KnowledgeBase,
+    paths: Sequence[str | Path],
+    layer: str,
+    *,
+    recursive: bool = True,
+    glob: str | None = None,
+    dry_run: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> IngestReport:
+    """Sync folders (exactly: add, replace, skip unchanged, delete gone) or single files."""
+    kb.settings.layer(layer)
+    if not paths:
+        raise InvalidInput("ingest needs at least one path")
+    started = time.perf_counter()
+    report = IngestReport(layer=layer, roots=[str(Path(p)) for p in paths], dry_run=dry_run)
+    syncer = Syncer(kb, layer, overrides=overrides, dry_run=dry_run, progress=progress)
+    try:
+        for raw in paths:
+            path = Path(raw)
+            if path.is_dir():
+                syncer.sync_root(path, report, recursive=recursive, glob=glob)
+            elif path.is_file():
+                syncer.sync_single(path, report)
+            else:
+                report.files.append(FileResult(str(raw), "failed", reason="no such file or folder"))
+    finally:
+        syncer.close()
+    report.chunks_written = syncer.written
+    report.texts_embedded = syncer.embedded
+    report.tokens_embedded = syncer.tokens
+    report.seconds = time.perf_counter() - started
+    return report
