@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -285,6 +286,114 @@ def query(
         )
         snippet = (hit.text or "").replace("\n", " ")
         console.print(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--layer", "-l", required=True, help="target layer")
+@click.option("--recursive/--no-recursive", default=True, show_default=True)
+@click.option("--glob", help="only files matching this pattern, e.g. '*.pdf' (no deletions)")
+@click.option("--dry-run", is_flag=True, help="report what would change, write nothing")
+@click.option("--meta", "-m", multiple=True, help="metadata override key=value (repeatable)")
+@click.option("--json", "json_mode", is_flag=True, help="machine-readable report")
+def ingest(
+    paths: tuple[Path, ...],
+    layer: str,
+    recursive: bool,
+    glob: str | None,
+    dry_run: bool,
+    meta: tuple[str, ...],
+    json_mode: bool,
+) -> None:
+    """Sync folders into a layer: new files added, changed replaced, gone deleted.
+
+    Exit code 0: all ok; 1: some files failed (the others are in); 2: nothing could be done.
+    """
+    from .ingest.sync import FileResult
+    from .ingest.sync import Progress as IngestProgress
+
+    state = _state(json_mode)
+    show = not (state.quiet or json_mode) and sys.stderr.isatty()
+    console = _err()
+    with (
+        _kb(read_only=dry_run) as kb,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not show,
+        ) as bar,
+    ):
+        files = bar.add_task("files", total=0, rate="")
+        chunks = bar.add_task("chunks", total=None, rate="")
+        started = time.perf_counter()
+        seen = [0]
+
+        def on_files(n: int) -> None:
+            bar.update(files, total=(bar.tasks[files].total or 0) + n)
+
+        def on_file_done(result: FileResult) -> None:
+            bar.advance(files)
+            if result.status == "failed" and not json_mode:
+                bar.console.print(f"[red]failed[/] {result.source}: {result.reason}")
+
+        def on_chunks(n: int) -> None:
+            seen[0] += n
+            rate = seen[0] / max(time.perf_counter() - started, 1e-6)
+            bar.update(chunks, advance=n, rate=f"{rate:.1f} chunks/s")
+
+        report = kb.ingest(
+            list(paths),
+            layer,
+            recursive=recursive,
+            glob=glob,
+            dry_run=dry_run,
+            overrides=_parse_meta(meta),
+            progress=IngestProgress(on_files, on_file_done, on_chunks),
+        )
+    if json_mode:
+        _emit(report.to_dict())
+    elif not state.quiet:
+        counts = report.counts()
+        table = Table(title=f"osp ingest → {layer}{' (dry run)' if dry_run else ''}")
+        for key in counts:
+            table.add_column(key, justify="right")
+        table.add_row(*(str(v) for v in counts.values()))
+        _out().print(table)
+        for f in report.files:
+            if f.status == "failed":
+                _out().print(f"[red]failed[/] {f.source}: {f.reason}")
+            for w in f.warnings:
+                _out().print(f"[yellow]warning[/] {f.source}: {w}")
+        _out().print(
+            f"{report.chunks_written} chunks written, {report.texts_embedded} embedded "
+            f"in {report.seconds:.1f}s"
+        )
+    click.get_current_context().exit(report.exit_code)
+
+
+@cli.command("import-csv")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--layer", "-l", required=True, help="target layer")
+@click.option("--json", "json_mode", is_flag=True, help="machine-readable report")
+def import_csv(file: Path, layer: str, json_mode: bool) -> None:
+    """Import a CSV (columns id, text, doc_type, version, status, …): one record per row."""
+    _state(json_mode)
+    with _kb() as kb:
+        report = kb.import_csv(file, layer)
+    if json_mode:
+        _emit(report.to_dict())
+    else:
+        _out().print(
+            f"total {report.total}, added {report.added}, failed {report.failed}, "
+            f"success rate {report.success_rate:.1%}"
+        )
+        for err in report.errors[:20]:
+            _out().print(f"[red]line {err['line']}[/]: {err['reason']}")
+    click.get_current_context().exit(report.exit_code)
 
 
 @cli.command()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, overload
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -35,6 +36,11 @@ from .metadata import validate_metadata, validate_update_metadata
 from .principal import LOCAL, Principal
 from .results import Hit, LayerStats, QueryResult, Record, WriteResult, score_from_distance
 from .store import SCHEMA_VERSION, Collection, IndexConfig, Store
+
+if TYPE_CHECKING:
+    from .ingest.csv_import import CsvImportReport
+    from .ingest.sync import IngestReport
+    from .ingest.sync import Progress as IngestProgress
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
@@ -362,6 +368,39 @@ class KnowledgeBase:
             "upsert", layer, texts, ids, metadatas, None, progress, allow_reserved=True
         )
 
+    def ingest(
+        self,
+        paths: Sequence[str | Path],
+        layer: str,
+        *,
+        recursive: bool = True,
+        glob: str | None = None,
+        dry_run: bool = False,
+        overrides: Mapping[str, Any] | None = None,
+        progress: IngestProgress | None = None,
+    ) -> IngestReport:
+        """Sync folders into a layer (new added, changed replaced, unchanged skipped, gone
+        deleted) or upsert single files; see ``osprag.ingest.sync``."""
+        from .ingest.sync import ingest
+
+        return ingest(
+            self,
+            paths,
+            layer,
+            recursive=recursive,
+            glob=glob,
+            dry_run=dry_run,
+            overrides=overrides,
+            progress=progress,
+        )
+
+    def import_csv(self, path: str | Path, layer: str) -> CsvImportReport:
+        """One record per CSV row (columns id, text, doc_type, version, status, …)."""
+        from .ingest.csv_import import import_csv
+
+        self._require_writable()
+        return import_csv(self, Path(path), layer)
+
     def _embed_documents(self, docs: list[str]) -> tuple[np.ndarray[Any, Any], int, int]:
         embedder = self.embedder
         before = (embedder.hits, embedder.misses) if isinstance(embedder, CachingEmbedder) else None
@@ -475,6 +514,10 @@ class KnowledgeBase:
         if col is None:
             return 0
         count = col.count()
+        docs = self.store.documents()
+        doc_ids = docs.get(where={"layer": layer}, include=[])["ids"]
+        if doc_ids:
+            docs.delete(doc_ids)
         self.store.set_alias(layer, None)
         self.store.delete_collection(col.name)
         self._cols.pop(layer, None)

@@ -182,9 +182,7 @@ class Syncer:
 
     def chunker(self) -> Any:
         if self._chunker is None:
-            from .chunking import make_chunker
-
-            self._chunker = make_chunker(self.kb.settings, self.kb.embedder.identity)
+            self._chunker = make_chunker(self.kb)
         return self._chunker
 
     def close(self) -> None:
@@ -430,6 +428,28 @@ class Syncer:
         ]
         if stray:
             col.delete(stray)
+
+
+def make_chunker(kb: KnowledgeBase) -> Any:
+    """A chunker sized in the configured model's own tokens (its tokenizer, window, prefix)."""
+    from osprag.embedding import bundled_minilm_path, resolve_model_path
+    from osprag.errors import ModelNotFound
+
+    from .chunking import DEFAULT_MAX_TOKENS, DEFAULT_OVERLAP_TOKENS, Chunker
+
+    settings = kb.settings
+    identity = kb.embedder.identity
+    try:
+        folder = resolve_model_path(settings.embedding_model)
+    except ModelNotFound:  # a remote model: count with MiniLM's tokenizer as an estimate
+        folder = bundled_minilm_path() or Path(".")
+    return Chunker(
+        folder,
+        settings.chunk_tokens or DEFAULT_MAX_TOKENS,
+        DEFAULT_OVERLAP_TOKENS if settings.chunk_overlap is None else settings.chunk_overlap,
+        max_seq_length=identity.max_seq_length or None,
+        passage_prefix=identity.passage_prefix,
+    )
 
 
 def ingest(
