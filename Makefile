@@ -18,9 +18,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
+QUESTION ?= Wie hoch ist die Crimphöhe bei 0,35 mm²?
+
 run: setup
 	HF_HUB_OFFLINE=1 $(BIN)/osp -q model export
-	HF_HUB_OFFLINE=1 $(BIN)/python examples/quickstart.py
+	HF_HUB_OFFLINE=1 $(BIN)/osp ingest examples/osp-corpus/kern --layer kern
+	HF_HUB_OFFLINE=1 $(BIN)/osp ingest examples/osp-corpus/erweitert --layer erweitert
+	HF_HUB_OFFLINE=1 $(BIN)/osp query "$(QUESTION)" -n 5
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest

@@ -26,7 +26,7 @@ WORDS = (
 ).split()
 
 
-def make_corpus(root: Path, version: int, n: int = 24) -> None:
+def make_corpus(root: Path, version: int, n: int = 12) -> None:
     """Version 2 changes a third of the files, deletes two and adds two."""
     rng = random.Random(7)
     if root.exists():
@@ -38,8 +38,8 @@ def make_corpus(root: Path, version: int, n: int = 24) -> None:
     for i, name in enumerate(names):
         changed = version == 2 and i % 3 == 0
         paras = []
-        for s in range(4):
-            words = " ".join(rng.choice(WORDS) for _ in range(60))
+        for s in range(3):
+            words = " ".join(rng.choice(WORDS) for _ in range(50))
             paras.append(f"## Abschnitt {s}\n\n{name} Teil {s}: {words}.")
         rev = "2.0" if changed else "1.0"
         marker = "GEÄNDERT " if changed else ""
