@@ -89,6 +89,7 @@ def test_budget_reserves_special_tokens_and_passage_prefix(counter: TokenizerCou
     folder = bundled_minilm_path()
     assert folder is not None
     assert Chunker.for_model(folder, 1000).budget == 254
+    assert Chunker(folder / "tokenizer.json", 1000, 0).budget == 254
     assert Chunker(counter, 100, 80).overlap_tokens == 50  # clamped to half the budget
     with pytest.raises(ValueError):
         Chunker(counter, 8, 0)

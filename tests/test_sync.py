@@ -169,3 +169,33 @@ def test_new_version_invisible_until_pointer_flips(kb: KnowledgeBase, folder: Pa
     assert kb.get("kern", ids=["pending-chunk"]) == []
     kb.ingest([folder], "kern")  # the next sync collects it
     assert col.count() == len(kb.get("kern", include=[]))
+
+
+def test_bad_file_fixture_set(kb: KnowledgeBase, folder: Path) -> None:
+    """Every bad file is reported with path and reason; the good ones stay exactly as they were."""
+    from .fixtures.make_bad_files import EXPECTED, make_bad_files
+
+    kb.ingest([folder], "kern")
+    before = sorted((r.id, r.text) for r in kb.get("kern"))
+    make_bad_files(folder / "bad")
+    report = kb.ingest([folder], "kern")
+    by_source = {f.source: f for f in report.files}
+    for name, fragment in EXPECTED.items():
+        source = f"bad/{name}"
+        if name == "drawing.xyz":
+            assert source not in by_source  # unsupported formats are not candidates
+        elif name == "partly-scanned.pdf":
+            assert by_source[source].status == "added"
+            assert any(fragment in w for w in by_source[source].warnings)
+        elif name == "unreadable.md" and os.geteuid() == 0:
+            assert by_source[source].status == "added"  # root reads mode-000 files
+        else:
+            result = by_source[source]
+            assert result.status == "failed", name
+            assert fragment in (result.reason or ""), (name, result.reason)
+    assert by_source["bad/loop-b.md"].status == "failed"
+    assert report.exit_code == 1
+    after = sorted(
+        (r.id, r.text) for r in kb.get("kern") if not r.metadata["source"].startswith("bad/")
+    )
+    assert after == before

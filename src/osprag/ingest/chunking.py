@@ -315,8 +315,10 @@ class _Group:
 class Chunker:
     """Splits one document's blocks into chunks; deterministic and stateless between calls.
 
+    ``tokenizer_json``: a model folder, its ``tokenizer.json``, or any :class:`TokenCounter`.
     ``max_tokens`` is the wanted chunk size; the effective :attr:`budget` is lower when the
-    model's window (``max_seq_length`` minus special tokens and ``passage_prefix``) is smaller.
+    model's window (``max_seq_length`` minus special tokens and ``passage_prefix``) is smaller;
+    ``max_seq_length`` is read from the model folder when a path is given and it is not.
     ``overlap_tokens`` (at most half the budget) of whole trailing sentences of a chunk open the
     next chunk of the same section; a single longer sentence is carried by its last words.
     ``section_level``: a heading of this level or higher (1 = H1) always starts a new chunk.
@@ -333,9 +335,13 @@ class Chunker:
         passage_prefix: str = "",
         section_level: int = 6,
     ) -> None:
-        self.counter: TokenCounter = (
-            TokenizerCounter(tokenizer_json) if isinstance(tokenizer_json, Path) else tokenizer_json
-        )
+        if isinstance(tokenizer_json, Path):
+            self.counter: TokenCounter = TokenizerCounter(tokenizer_json)
+            if max_seq_length is None:  # the model folder that holds the tokenizer knows it
+                folder = tokenizer_json if tokenizer_json.is_dir() else tokenizer_json.parent
+                max_seq_length = model_max_seq_length(folder)
+        else:
+            self.counter = tokenizer_json
         budget = max_tokens
         if max_seq_length is not None:
             reserved = self.counter.special_tokens
@@ -367,7 +373,7 @@ class Chunker:
     ) -> Chunker:
         """A chunker for a sentence-transformers model folder, capped at its window."""
         return cls(
-            TokenizerCounter(folder),
+            folder,
             max_tokens,
             overlap_tokens,
             heading_prefix=heading_prefix,

@@ -61,12 +61,11 @@ def _open_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise IngestError("not UTF-8 text", path=str(path), hint="save the CSV as UTF-8") from None
-    sample = text[:4096]
-    try:
-        dialect: Any = csv.Sniffer().sniff(sample, delimiters=";,\t")
-    except csv.Error:
-        dialect = csv.excel
-    reader = csv.reader(text.splitlines(), dialect)
+    # The header line decides: German exports use ";" and their cells are full of decimal commas,
+    # which fools csv.Sniffer.
+    first = text.split("\n", 1)[0]
+    delimiter = max(";\t,", key=first.count)
+    reader = csv.reader(text.splitlines(), delimiter=delimiter)
     rows = list(reader)
     if not rows:
         raise IngestError("empty CSV", path=str(path))

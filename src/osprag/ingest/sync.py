@@ -250,6 +250,14 @@ class Syncer:
             stat = path.stat()
             if rec and rec.get("size") == stat.st_size and rec.get("mtime_ns") == stat.st_mtime_ns:
                 return FileResult(source, "unchanged", chunks=int(rec.get("chunks", 0)))
+            limit = int(self.kb.settings.max_file_mb * 1024 * 1024)
+            if stat.st_size > limit:
+                raise IngestError(
+                    f"file too large ({stat.st_size / 1e6:.1f} MB > limit "
+                    f"{self.kb.settings.max_file_mb:g} MB)",
+                    path=source,
+                    hint="raise OSP_MAX_FILE_MB if the file is legitimate",
+                )
             if not os.access(path, os.R_OK):
                 raise IngestError("file is not readable (permissions)", path=source)
             sha = _sha256(path)
