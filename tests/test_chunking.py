@@ -464,7 +464,9 @@ block = st.one_of(
 )
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=120, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(
     blocks=st.lists(block, max_size=12),
     max_tokens=st.integers(20, 120),

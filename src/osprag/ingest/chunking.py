@@ -30,7 +30,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from .model import Block, Chunk
 
 # Chosen by bench/chunking_study.py, see docs/chunking.md.
-DEFAULT_MAX_TOKENS = 254
+DEFAULT_MAX_TOKENS = 128
 DEFAULT_OVERLAP_TOKENS = 0
 DEFAULT_HEADING_PREFIX = True
 
