@@ -175,3 +175,38 @@ def test_subprocess_error_and_debug(tmp_path: Path) -> None:
     assert r.stderr.strip().count("\n") == 0 and "127.0.0.1:9" in r.stderr
     env["OSP_DEBUG"] = "1"
     assert "Traceback" in _osp(["layers"], env).stderr
+
+
+def test_ingest_json_and_exit_codes(osp, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "QM_REK_8D.md").write_text(
+        "# 8D\n\nVersion: 1.2 | Zugriff: L2 | Status: AKTIV\n\nD3 binnen 24 Stunden.\n",
+        encoding="utf-8",
+    )
+    code, out, _ = osp("ingest", str(docs), "--layer", "kern", "--dry-run", "--json")
+    assert code == 0 and json.loads(out)["counts"]["added"] == 1
+    code, out, _ = osp("ingest", str(docs), "--layer", "kern", "--json")
+    report = json.loads(out)
+    assert code == 0
+    assert report["counts"] == {
+        "added": 1,
+        "updated": 0,
+        "unchanged": 0,
+        "deleted": 0,
+        "failed": 0,
+        "skipped": 0,
+    }
+    assert report["files"][0]["source"] == "QM_REK_8D.md" and report["chunks_written"] >= 1
+    (docs / "kaputt.txt").write_bytes(b"\x00\x01\x02" * 50)
+    code, out, _ = osp("ingest", str(docs), "--layer", "kern", "--json")
+    assert code == 1
+    assert json.loads(out)["counts"]["failed"] == 1
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (only_bad / "x.txt").write_bytes(b"\x00" * 10)
+    code, _, _ = osp("ingest", str(only_bad), "--layer", "kern")
+    assert code == 2
+    code, out, _ = osp("query", "Sofortmaßnahmen D3", "--json")
+    hit = json.loads(out)["hits"][0]
+    assert hit["metadata"]["source"] == "QM_REK_8D.md" and hit["metadata"]["version"] == "1.2"
