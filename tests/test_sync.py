@@ -50,6 +50,15 @@ def folder(tmp_path: Path) -> Path:
     return root
 
 
+def mark_dirty(kb: KnowledgeBase, folder: Path) -> None:
+    from osprag.ingest import sync
+
+    syncer = sync.Syncer(kb, "kern")
+    root_key = str(folder.resolve())
+    syncer._marker = (sync.doc_key("kern", root_key, sync.ROOT_MARKER), root_key)
+    syncer._set_marker("dirty")
+
+
 def sources(kb: KnowledgeBase, layer: str = "kern") -> dict[str, int]:
     out: dict[str, int] = {}
     for rec in kb.get(layer):
@@ -167,6 +176,7 @@ def test_new_version_invisible_until_pointer_flips(kb: KnowledgeBase, folder: Pa
     assert col.count() == len(kb.get("kern", include=[])) + 1
     assert all(h.id != "pending-chunk" for h in kb.query("Sofortmaßnahmen D3", n_results=10).hits)
     assert kb.get("kern", ids=["pending-chunk"]) == []
+    mark_dirty(kb, folder)  # as a sync killed after writing would have left it
     kb.ingest([folder], "kern")  # the next sync collects it
     assert col.count() == len(kb.get("kern", include=[]))
 
@@ -199,3 +209,31 @@ def test_bad_file_fixture_set(kb: KnowledgeBase, folder: Path) -> None:
         (r.id, r.text) for r in kb.get("kern") if not r.metadata["source"].startswith("bad/")
     )
     assert after == before
+
+
+def test_clean_noop_sync_skips_stray_scan(
+    kb: KnowledgeBase, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from osprag.ingest import sync
+
+    calls: list[str] = []
+    original = sync.Syncer._collect_strays
+
+    def spy(self: sync.Syncer, root_key: str) -> None:
+        calls.append(root_key)
+        original(self, root_key)
+
+    monkeypatch.setattr(sync.Syncer, "_collect_strays", spy)
+    kb.ingest([folder], "kern")
+    assert len(calls) == 1
+    kb.ingest([folder], "kern")
+    assert len(calls) == 1  # nothing written, previous run finished cleanly
+    # a run that died after marking the root dirty is cleaned up by the next one
+    syncer = sync.Syncer(kb, "kern")
+    syncer._marker = (
+        sync.doc_key("kern", str(folder.resolve()), sync.ROOT_MARKER),
+        str(folder.resolve()),
+    )
+    syncer._set_marker("dirty")
+    kb.ingest([folder], "kern")
+    assert len(calls) == 2

@@ -17,6 +17,7 @@ import pytest
 
 from osprag import KnowledgeBase, Settings
 from osprag.embedding import Embedder
+from osprag.ingest.sync import ROOT_MARKER
 
 from .conftest import base_settings
 
@@ -63,6 +64,7 @@ def state(kb: KnowledgeBase) -> dict[str, Any]:
     registry = sorted(
         (rid, m["source"], m["sha256"], m["rev"], m["chunks"])
         for rid, m in zip(docs["ids"], docs["metadatas"], strict=True)
+        if m["source"] != ROOT_MARKER
     )
     assert len({c[0] for c in chunks}) == len(chunks)
     return {"chunks": chunks, "registry": registry, "count": col.count()}

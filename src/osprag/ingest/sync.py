@@ -37,6 +37,9 @@ from .model import Chunk, LoadedDocument
 if TYPE_CHECKING:
     from osprag.knowledge_base import KnowledgeBase
 
+# Registry record of a synced root, "dirty" while a sync writes. No supported file can have
+# this source (it has no supported suffix), so it never collides with a document.
+ROOT_MARKER = "<root>"
 SUPPORTED = {".pdf", ".docx", ".md", ".markdown", ".html", ".htm", ".txt", ".csv", ".xlsx", ".pptx"}
 Status = Literal["added", "updated", "unchanged", "deleted", "failed", "skipped"]
 
@@ -161,6 +164,8 @@ class Syncer:
         self.overrides = map_keys(dict(overrides or {}))
         self.dry_run = dry_run
         self.progress = progress or Progress()
+        self._marker: tuple[str, str] | None = None
+        self._wrote = False
         self._parser: Any = None
         self._chunker: Any = None
         if not dry_run:
@@ -198,6 +203,9 @@ class Syncer:
         root = root.resolve()
         root_key = str(root)
         registry = self._registry(root_key)
+        self._marker = (doc_key(self.layer, root_key, ROOT_MARKER), root_key)
+        was_dirty = registry.pop(ROOT_MARKER, {}).get("state") == "dirty"
+        self._wrote = False
         seen: set[str] = set()
         candidates = list(discover(root, recursive=recursive, glob=glob))
         if self.progress.on_files:
@@ -213,11 +221,32 @@ class Syncer:
             for source, rec in sorted(registry.items()):
                 if source not in seen:
                     self._record(report, self._delete_document(str(rec["id"]), source))
-        if not self.dry_run:
+        if not self.dry_run and (was_dirty or self._wrote):
+            # Strays exist only after an interrupted run: a clean no-op sync skips the scan.
             self._collect_strays(root_key)
+            self._set_marker("clean")
+
+    def _set_marker(self, state: str) -> None:
+        assert self._marker is not None
+        marker_id, root_key = self._marker
+        self.kb.store.documents().write(
+            "upsert",
+            [marker_id],
+            [[1.0]],
+            [ROOT_MARKER],
+            [{"layer": self.layer, "root": root_key, "source": ROOT_MARKER, "state": state}],
+        )
+
+    def _before_write(self) -> None:
+        """Mark the root dirty before its first write, so a crash is cleaned up next time."""
+        if not self._wrote:
+            self._wrote = True
+            if self._marker is not None:
+                self._set_marker("dirty")
 
     def sync_single(self, path: Path, report: IngestReport) -> None:
         """A file named on the command line: upserted, never causes deletions."""
+        self._marker = None
         root = path.resolve().parent
         root_key = str(root)
         registry = self._registry(root_key)
@@ -354,6 +383,7 @@ class Syncer:
                     m[key] = value
             metas.append(m)
         texts = [c.text for c in chunks]
+        self._before_write()
         result = self.kb.write_chunks(
             self.layer, texts, ids=ids, metadatas=metas, progress=self.progress.on_chunks
         )
@@ -418,6 +448,7 @@ class Syncer:
     def _delete_document(self, doc_id: str, source: str) -> FileResult:
         if self.dry_run:
             return FileResult(source, "deleted")
+        self._before_write()
         self.kb.store.documents().delete([doc_id])  # pointer first: readers stop seeing it
         self._collect(doc_id, keep_rev=None)
         return FileResult(source, "deleted")
@@ -427,7 +458,11 @@ class Syncer:
         col = self.kb.collection_for(self.layer)
         if col is None:
             return
-        current = {str(m["id"]): str(m["rev"]) for m in self._registry(root_key).values()}
+        current = {
+            str(m["id"]): str(m["rev"])
+            for source, m in self._registry(root_key).items()
+            if source != ROOT_MARKER
+        }
         res = col.get(where={"osp_root": root_key}, include=["metadatas"])
         stray = [
             rid
