@@ -108,9 +108,7 @@ class Settings(BaseSettings):
         "auto", description="auto, torch, onnx or remote; auto = onnx if exported, else torch"
     )
     embedding_device: Literal["cpu", "cuda"] = Field("cpu", description="torch device")
-    embedding_batch_size: int = Field(
-        8, ge=1, le=4096, description="texts per model call (8 measured fastest on 2 cores)"
-    )
+    embedding_batch_size: int = Field(32, ge=1, le=4096, description="texts per model call")
     embedding_normalize: bool = Field(True, description="L2-normalise vectors")
     embedding_threads: int = Field(0, ge=0, description="runtime threads; 0 = all cores")
     embedding_url: str | None = Field(
