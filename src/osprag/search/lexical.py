@@ -1,0 +1,414 @@
+"""A persistent BM25 index over the chunks of every layer: the lexical leg of hybrid retrieval.
+
+Chroma's local mode has no BM25, and bm25s rebuilds its matrix on every change, so osprag keeps
+its own index, updated with every write. SQLite holds one row per chunk (its term ids and term
+frequencies as packed arrays, its metadata as JSON); a write is one transaction, WAL lets readers
+go on meanwhile, and a process that opens the file rebuilds the in-memory postings
+(``postings.py``) from those rows (seconds per 100k chunks). All layers share one set of
+statistics, so an IDF, and therefore a score, means the same in every layer.
+
+FTS5 was measured and not taken (docs/lexical.md): its ``bm25()`` fixes k1=1.2 and b=0.75, it
+cannot weight a query term per document language, and Chroma's ``where`` semantics (which
+``where_eval`` reproduces exactly) would have to be re-expressed in SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import numpy as np
+
+from osprag.errors import (
+    ConfigError,
+    DuplicateId,
+    InvalidInput,
+    InvalidMetadata,
+    NotWritable,
+    StoreError,
+)
+from osprag.search.analysis import LANGUAGES, Analyzer
+from osprag.search.postings import Document, IntArray, Key, MemoryIndex
+from osprag.search.where_eval import compile_where
+
+T = TypeVar("T")
+SCHEMA_VERSION = 1
+K1 = 1.2
+"""Robertson's default; the dev-set grid (docs/lexical.md) found nothing clearly better."""
+B = 0.75
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS terms (id INTEGER PRIMARY KEY, term TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    layer TEXT NOT NULL,
+    id TEXT NOT NULL,
+    language TEXT NOT NULL,
+    length INTEGER NOT NULL,
+    term_ids BLOB NOT NULL,
+    tfs BLOB NOT NULL,
+    metadata TEXT NOT NULL,
+    PRIMARY KEY (layer, id)
+);
+"""
+
+
+@dataclass(frozen=True)
+class LexicalHit:
+    id: str
+    layer: str
+    score: float
+    rank: int
+
+
+class LexicalIndex:
+    """BM25 over chunks of all layers; thread-safe, one writer process at a time.
+
+    Args:
+        path: the SQLite file (created if missing); ``None`` keeps everything in memory.
+        analyzer: must match the one the file was built with (its identity is stored).
+        k1, b: BM25 parameters; they act at query time, so changing them needs no rebuild.
+
+    Raises:
+        ConfigError: the file was built by another schema version or analyzer.
+        NotWritable: the file cannot be opened or created.
+    """
+
+    def __init__(
+        self,
+        path: Path | None = None,
+        *,
+        analyzer: Analyzer | None = None,
+        k1: float = K1,
+        b: float = B,
+    ) -> None:
+        if k1 < 0 or not 0.0 <= b <= 1.0:
+            raise ConfigError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
+        self.analyzer = analyzer or Analyzer()
+        self.path = path
+        self.k1 = k1
+        self.b = b
+        self._lock = threading.RLock()
+        self._closed = False
+        try:
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                ":memory:" if path is None else str(path),
+                timeout=30.0,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            if path is not None:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            self._init_schema()
+        except sqlite3.Error as exc:
+            raise NotWritable(f"cannot open lexical index {path}: {exc}") from None
+        self._load()
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def upsert(
+        self,
+        layer: str,
+        ids: Sequence[str],
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Add or replace chunks of one layer; the statistics of every layer change with it."""
+        _check_layer(layer)
+        ids = list(ids)
+        metas = [dict(m) for m in metadatas] if metadatas is not None else [{} for _ in ids]
+        if not len(ids) == len(texts) == len(metas):
+            raise InvalidInput(
+                f"upsert needs as many texts and metadatas as ids: "
+                f"{len(ids)} ids, {len(texts)} texts, {len(metas)} metadatas"
+            )
+        _check_ids(ids)
+        for chunk_id, meta in zip(ids, metas, strict=True):
+            _check_metadata(chunk_id, meta)
+        analysed = [self._analyse(text, meta) for text, meta in zip(texts, metas, strict=True)]
+        with self._lock:
+            self._begin_write()
+            try:
+                vocab_new: dict[str, int] = {}
+                docs: list[Document] = []
+                rows = []
+                for chunk_id, meta, (language, counts, length) in zip(
+                    ids, metas, analysed, strict=True
+                ):
+                    term_ids = self._term_ids(counts, vocab_new)
+                    tfs = np.fromiter(counts.values(), np.int64, len(counts))
+                    tf_blob = np.minimum(tfs, 65535).astype(np.uint16).tobytes()
+                    code = LANGUAGES.index(language)
+                    docs.append(Document((layer, chunk_id), code, length, term_ids, tfs, meta))
+                    meta_json = json.dumps(meta, ensure_ascii=False, allow_nan=False)
+                    rows.append(
+                        (layer, chunk_id, language, length, term_ids.tobytes(), tf_blob, meta_json)
+                    )
+                replaced = self._stored_terms(layer, ids)
+                self._db.executemany(
+                    "INSERT INTO terms (id, term) VALUES (?, ?)",
+                    [(tid, term) for term, tid in vocab_new.items()],
+                )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+                )
+                self._commit()
+            except BaseException:
+                self._rollback()
+                for term in vocab_new:
+                    del self._vocab[term]
+                raise
+            self._apply(lambda: self._apply_upsert(replaced, docs))
+
+    def delete(self, layer: str, ids: Sequence[str]) -> int:
+        """Remove chunks; unknown ids are ignored. Returns how many were removed."""
+        _check_layer(layer)
+        with self._lock:
+            self._begin_write()
+            try:
+                removed = self._stored_terms(layer, [str(i) for i in ids])
+                self._db.executemany("DELETE FROM chunks WHERE layer = ? AND id = ?", list(removed))
+                self._commit()
+            except BaseException:
+                self._rollback()
+                raise
+            return self._apply(lambda: self._memory.remove(removed))
+
+    def clear(self, layer: str | None = None) -> None:
+        """Remove every chunk of ``layer``, or everything (vocabulary included) for ``None``."""
+        with self._lock:
+            self._begin_write()
+            try:
+                if layer is None:
+                    self._db.execute("DELETE FROM chunks")
+                    self._db.execute("DELETE FROM terms")
+                else:
+                    self._db.execute("DELETE FROM chunks WHERE layer = ?", (layer,))
+                self._commit()
+            except BaseException:
+                self._rollback()
+                raise
+            self._load()
+
+    def count(self, layer: str | None = None) -> int:
+        with self._lock:
+            self._sync()
+            return self._memory.count(layer)
+
+    def search(
+        self,
+        query: str,
+        *,
+        layers: Sequence[str] | None = None,
+        k: int = 10,
+        where: Mapping[str, Any] | None = None,
+    ) -> list[LexicalHit]:
+        """The k best chunks for ``query`` in ``layers`` (all when ``None``) that pass ``where``.
+
+        ``where`` has Chroma's semantics and is applied before the top k are taken. Chunks that
+        share no term with the query are never returned, so fewer than k hits is possible.
+        """
+        if k < 1:
+            raise InvalidInput(f"k must be at least 1, got {k}")
+        predicate = compile_where(where) if where is not None else None
+        terms = self.analyzer.query(query)
+        with self._lock:
+            self._sync()
+            weights: dict[int, list[float]] = {}
+            for lang_index, lang in enumerate(LANGUAGES):
+                for term, weight in terms.by_language.get(lang, {}).items():
+                    tid = self._vocab.get(term)
+                    if tid is not None:
+                        weights.setdefault(tid, [0.0] * len(LANGUAGES))[lang_index] = weight
+            found = self._memory.search(weights, k, layers=layers, predicate=predicate)
+            entries = self._memory.entries
+            hits = []
+            for rank, (slot, score) in enumerate(found, start=1):
+                entry = entries[slot]
+                assert entry is not None
+                hits.append(LexicalHit(entry.key[1], entry.key[0], score, rank))
+            return hits
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+    def __enter__(self) -> LexicalIndex:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _analyse(self, text: str, meta: Mapping[str, Any]) -> tuple[str, Counter[str], int]:
+        if not isinstance(text, str):
+            raise InvalidInput(f"texts must be strings, got {type(text).__name__}")
+        given = meta.get("language")
+        lang = self.analyzer.document_language(text, given if isinstance(given, str) else None)
+        terms, length = self.analyzer.analyse_document(text, lang)
+        return lang, Counter(terms), length
+
+    def _term_ids(self, counts: Counter[str], vocab_new: dict[str, int]) -> IntArray:
+        """Ids for a chunk's terms. New terms enter the vocabulary at once and are listed in
+        ``vocab_new``, so a rolled-back write can take them out again."""
+        vocab = self._vocab
+        for term in [t for t in counts if t not in vocab]:
+            vocab[term] = vocab_new[term] = len(vocab)
+        return np.fromiter(map(vocab.__getitem__, counts), np.int32, len(counts))
+
+    def _init_schema(self) -> None:
+        self._db.executescript(_SCHEMA)
+        row = self._db.execute("SELECT version FROM schema_version").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+        elif row[0] != SCHEMA_VERSION:
+            raise ConfigError(
+                f"lexical index {self.path} has schema version {row[0]}, "
+                f"this osprag reads version {SCHEMA_VERSION}",
+                hint="delete the file and rebuild the lexical index",
+            )
+        identity = self.analyzer.identity()
+        stored = self._db.execute("SELECT value FROM settings WHERE key = 'analyzer'").fetchone()
+        if stored is not None and stored[0] != identity:
+            if self._db.execute("SELECT 1 FROM chunks LIMIT 1").fetchone() is not None:
+                raise ConfigError(
+                    f"lexical index {self.path} was built with analyzer {stored[0]!r}, "
+                    f"not {identity!r}",
+                    hint="clear the index and re-add the chunks, or open it with that analyzer",
+                )
+        self._db.execute("INSERT OR REPLACE INTO settings VALUES ('analyzer', ?)", (identity,))
+
+    def _load(self) -> None:
+        """Rebuild the in-memory index from the file (at open, and after another process wrote)."""
+        self._check_open()
+        self._vocab: dict[str, int] = dict(self._db.execute("SELECT term, id FROM terms"))
+        memory = MemoryIndex(self.k1, self.b)
+        cursor = self._db.execute(
+            "SELECT layer, id, language, length, term_ids, tfs, metadata FROM chunks"
+        )
+        while rows := cursor.fetchmany(50_000):
+            # one json.loads for the batch: per-call overhead dominates small objects
+            metas = json.loads("[" + ",".join(row[6] for row in rows) + "]")
+            memory.add(
+                [
+                    Document(
+                        (layer, chunk_id),
+                        LANGUAGES.index(language) if language in LANGUAGES else 0,
+                        length,
+                        np.frombuffer(term_blob, np.int32),
+                        np.frombuffer(tf_blob, np.uint16),
+                        meta,
+                    )
+                    for (layer, chunk_id, language, length, term_blob, tf_blob, _), meta in zip(
+                        rows, metas, strict=True
+                    )
+                ]
+            )
+        memory.flush()
+        self._memory = memory
+        self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        self._stale = False
+
+    def _sync(self) -> None:
+        """Reload when another connection committed since we last looked."""
+        self._check_open()
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if self._stale or version != self._data_version:
+            self._load()
+
+    def _begin_write(self) -> None:
+        self._check_open()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise NotWritable(f"lexical index {self.path} is not writable: {exc}") from None
+        try:
+            self._sync()
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _commit(self) -> None:
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"lexical index {self.path}: commit failed: {exc}") from None
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    def _apply(self, change: Callable[[], T]) -> T:
+        """Apply a committed change in memory; if that fails, reload from the file next time."""
+        try:
+            return change()
+        except BaseException:
+            self._stale = True
+            raise
+
+    def _apply_upsert(self, replaced: dict[Key, IntArray], docs: list[Document]) -> None:
+        self._memory.remove(replaced)
+        self._memory.add(docs)
+
+    def _stored_terms(self, layer: str, ids: Sequence[str]) -> dict[Key, IntArray]:
+        """Term ids of the stored chunks among ``ids``: what their removal takes from the df."""
+        slot_of = self._memory.slot_of
+        out: dict[Key, IntArray] = {}
+        for chunk_id in ids:
+            if (layer, chunk_id) in slot_of:
+                row = self._db.execute(
+                    "SELECT term_ids FROM chunks WHERE layer = ? AND id = ?", (layer, chunk_id)
+                ).fetchone()
+                out[(layer, chunk_id)] = np.frombuffer(row[0], np.int32)
+        return out
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the lexical index is closed")
+
+
+def _check_layer(layer: str) -> None:
+    if not isinstance(layer, str) or not layer:
+        raise InvalidInput(f"layer must be a non-empty string, got {layer!r}")
+
+
+def _check_ids(ids: list[str]) -> None:
+    for chunk_id in ids:
+        if not isinstance(chunk_id, str) or not chunk_id:
+            raise InvalidInput(f"ids must be non-empty strings, got {chunk_id!r}")
+    if len(set(ids)) != len(ids):
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        raise DuplicateId(f"ids repeated in one upsert: {', '.join(repeated[:5])}")
+
+
+def _check_metadata(chunk_id: str, meta: dict[str, Any]) -> None:
+    for key, value in meta.items():
+        if not isinstance(key, str):
+            raise InvalidMetadata(f"{chunk_id}: metadata keys are strings, got {key!r}")
+        if not isinstance(value, str | int | float):
+            raise InvalidMetadata(
+                f"{chunk_id}: metadata {key!r} must be a str, int, float or bool, "
+                f"got {type(value).__name__}"
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidMetadata(f"{chunk_id}: metadata {key!r} is not a finite number")
