@@ -56,7 +56,7 @@ def filled(kb: KnowledgeBase) -> KnowledgeBase:
 
 
 def test_query_merges_layers_with_labels(filled: KnowledgeBase) -> None:
-    res = filled.query("Wie hoch ist die Crimphöhe bei 0,35 mm²?", n_results=5)
+    res = filled.query("Wie hoch ist die Crimphöhe bei 0,35 mm²?", n_results=5, mode="dense")
     assert res.hits[0].id == "k1"
     assert res.hits[0].layer == "kern"
     assert {h.layer for h in res.hits} == {"kern", "erweitert"}
@@ -86,20 +86,31 @@ def test_where_filter_and_min_score(filled: KnowledgeBase) -> None:
     assert [h.id for h in res.hits] == ["k1"]
     res = filled.query("Crimphöhe", where_document={"$contains": "Auszugskraft"})
     assert [h.id for h in res.hits] == ["k2"]
-    best = filled.query("Crimphöhe 0,35 mm²").hits[0].score
-    res = filled.query("Crimphöhe 0,35 mm²", min_score=best - 1e-6)
-    assert [h.id for h in res.hits] == ["k1"]
+    for mode in ("dense", "lexical", "hybrid"):
+        best = filled.query("Crimphöhe 0,35 mm²", mode=mode).hits[0].score
+        res = filled.query("Crimphöhe 0,35 mm²", min_score=best - 1e-6, mode=mode)
+        assert [h.id for h in res.hits] == ["k1"], mode
 
 
-def test_clearance_is_enforced_on_every_read(filled: KnowledgeBase) -> None:
+@pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])
+def test_clearance_is_enforced_on_every_read(filled: KnowledgeBase, mode: str) -> None:
     reader = Principal("alice", clearance=2)
-    res = filled.query("Reklamation 8D Auszugskraft Crimphöhe", n_results=10, principal=reader)
-    assert {h.id for h in res.hits} == {"k1", "e1"}
+    res = filled.query(
+        "Reklamation 8D Auszugskraft Crimphöhe VDA Prozessaudit",
+        n_results=10,
+        principal=reader,
+        mode=mode,
+    )
+    assert {h.id for h in res.hits} <= {"k1", "e1"} and res.hits
+    assert all(h.metadata["access_level"] <= 2 for h in res.hits)
     # a client filter cannot widen the clearance
-    res = filled.query("8D", where={"access_level": {"$gte": 3}}, principal=reader)
+    res = filled.query("8D", where={"access_level": {"$gte": 3}}, principal=reader, mode=mode)
     assert res.hits == []
     res = filled.query(
-        "8D", where={"$or": [{"access_level": 4}, {"language": "de"}]}, principal=reader
+        "8D Reklamationen",
+        where={"$or": [{"access_level": 4}, {"language": "de"}]},
+        principal=reader,
+        mode=mode,
     )
     assert res.hits == []
     assert {r.id for r in filled.get("kern", principal=reader)} == {"k1"}
@@ -252,3 +263,49 @@ def test_stats_report_identity_and_index(filled: KnowledgeBase) -> None:
     assert stats["kern"].warnings == []
     if filled.store.mode == "embedded":
         assert (stats["kern"].disk_bytes or 0) >= 0
+
+
+def test_lexical_leg_finds_exact_domain_tokens(filled: KnowledgeBase) -> None:
+    res = filled.query("0,35 mm²", mode="lexical", n_results=3)
+    assert res.hits[0].id == "k1" and res.hits[0].distance is None
+    assert res.hits[0].score == 1.0
+    res = filled.query("D3 Sofortmaßnahmen", mode="hybrid", n_results=1)
+    assert res.hits[0].id == "k3"
+    res = filled.query("clause 8.5.1.1", mode="hybrid", n_results=1)
+    assert res.hits[0].id == "e2"
+
+
+def test_lexical_index_follows_every_write(filled: KnowledgeBase) -> None:
+    filled.upsert(
+        "kern",
+        ["Ultraschallschweißen Knotenfestigkeit"],
+        ids=["k1"],
+        metadatas=[{"access_level": 1}],
+    )
+    assert all(h.id != "k1" for h in filled.query("Crimphöhe", mode="lexical").hits)
+    assert filled.query("Ultraschallschweißen", mode="lexical").hits[0].id == "k1"
+    filled.update("kern", ["k2"], texts=["Kalibrierung der Messschieber jährlich"])
+    assert filled.query("Messschieber", mode="lexical").hits[0].id == "k2"
+    filled.delete("kern", ids=["k1"])
+    assert filled.query("Ultraschallschweißen", mode="lexical").hits == []
+    assert filled.lexical.count("kern") == filled.count("kern")
+    filled.drop_layer("erweitert", yes=True)
+    assert filled.lexical.count("erweitert") == 0
+
+
+def test_lexical_index_rebuilt_when_out_of_sync(filled: KnowledgeBase) -> None:
+    filled.lexical.clear("kern")  # as after a crash between the Chroma and the index write
+    fresh = KnowledgeBase(filled.settings, filled.store, embedder=filled.embedder)
+    fresh._lexical = filled.lexical
+    assert fresh.query("Crimphöhe 0,35", mode="lexical").hits[0].id == "k1"
+    assert filled.lexical.count("kern") == 3
+    assert filled.rebuild_lexical(["kern"]) == {"kern": 3}
+
+
+def test_invalid_mode_and_alpha(filled: KnowledgeBase) -> None:
+    before = snapshot(filled)
+    with pytest.raises(InvalidInput):
+        filled.query("x", mode="semantic")
+    with pytest.raises(InvalidInput):
+        filled.query("x", alpha=1.5)
+    assert snapshot(filled) == before

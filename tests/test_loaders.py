@@ -73,11 +73,24 @@ def test_markdown_structure_front_matter_and_header_line(tmp_path: Path) -> None
         encoding="utf-8",
     )
     doc = load_file(source)
-    assert doc.metadata == {"title": "8D", "erstellt": "2025-01-05", "tags": ["QM", "REK"],
-                            "header_line": HEADER}
+    assert doc.metadata == {
+        "title": "8D",
+        "erstellt": "2025-01-05",
+        "tags": ["QM", "REK"],
+        "header_line": HEADER,
+    }
     assert doc.title == "Reklamations- und 8D-Prozess"
-    assert kinds(doc) == ["heading", "heading", "paragraph", "list", "list", "table", "code",
-                          "heading", "heading"]
+    assert kinds(doc) == [
+        "heading",
+        "heading",
+        "paragraph",
+        "list",
+        "list",
+        "table",
+        "code",
+        "heading",
+        "heading",
+    ]
     assert [b.level for b in doc.blocks if b.kind == "heading"] == [1, 2, 2, 3]
     assert doc.blocks[2].text == "Diese Anweisung regelt 8D mit Links und code.\nZweite Zeile."
     assert doc.blocks[3].text == "- Punkt eins fortgesetzt\n- Punkt zwei"
@@ -139,8 +152,9 @@ def test_txt_utf16_with_bom(tmp_path: Path) -> None:
 def test_csv_semicolon_rows_blocks_and_meta_file(tmp_path: Path) -> None:
     source = tmp_path / "PMU_KAL.csv"
     rows = [f"PM-{i:03d};Mikrometer;0,001 mm" for i in range(1, ROWS_PER_BLOCK + 6)]
-    source.write_text("Prüfmittel-Nr;Bezeichnung;Auflösung\n" + "\n".join(rows) + "\n\n",
-                      encoding="utf-8")
+    source.write_text(
+        "Prüfmittel-Nr;Bezeichnung;Auflösung\n" + "\n".join(rows) + "\n\n", encoding="utf-8"
+    )
     (tmp_path / "PMU_KAL.csv.meta").write_text(HEADER + "\n", encoding="utf-8")
     doc = load_file(source)
     assert doc.metadata == {"header_line": HEADER}
@@ -153,11 +167,13 @@ def test_csv_semicolon_rows_blocks_and_meta_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("delimiter", [",", "\t"])
-def test_csv_other_delimiters_and_header_line_as_first_line(tmp_path: Path,
-                                                            delimiter: str) -> None:
+def test_csv_other_delimiters_and_header_line_as_first_line(tmp_path: Path, delimiter: str) -> None:
     source = tmp_path / "x.csv"
-    lines = [HEADER, delimiter.join(["Nr", "Merkmal", "Wert"]),
-             delimiter.join(["1", '"Crimphöhe, gemessen"', "0.80"])]
+    lines = [
+        HEADER,
+        delimiter.join(["Nr", "Merkmal", "Wert"]),
+        delimiter.join(["1", '"Crimphöhe, gemessen"', "0.80"]),
+    ]
     source.write_text("\n".join(lines), encoding="utf-8")
     doc = load_file(source)
     assert doc.metadata["header_line"] == HEADER
@@ -222,8 +238,13 @@ def test_docx_headings_lists_tables_and_header_line(tmp_path: Path) -> None:
     document.add_paragraph("Form, Passung", style="List Bullet")
     document.add_paragraph("Funktion", style="List Bullet")
     table = document.add_table(rows=3, cols=3)
-    for r, row in enumerate([["Art", "Auslöser", "Beispiel"], ["Kunde", "Index", "B → C"],
-                             ["Prozess", "Maschine", "neu"]]):
+    for r, row in enumerate(
+        [
+            ["Art", "Auslöser", "Beispiel"],
+            ["Kunde", "Index", "B → C"],
+            ["Prozess", "Maschine", "neu"],
+        ]
+    ):
         for c, text in enumerate(row):
             table.cell(r, c).text = text
     table.cell(2, 1).merge(table.cell(2, 2))
@@ -292,8 +313,10 @@ def test_xlsx_sheets_rows_and_header_line_in_a1(tmp_path: Path) -> None:
     assert rows.text.split("\n")[0] == "SA-25-01 | 2025-02-03 | 92 % | 12"
     assert rows.text.split("\n")[1] == "SA-25-02 | offen |  | 0"  # empty cell kept
     assert (rows.row_start, rows.row_end) == (4, 3 + ROWS_PER_BLOCK)
-    assert (doc.blocks[1].row_start, doc.blocks[1].row_end) == (4 + ROWS_PER_BLOCK,
-                                                                4 + ROWS_PER_BLOCK)
+    assert (doc.blocks[1].row_start, doc.blocks[1].row_end) == (
+        4 + ROWS_PER_BLOCK,
+        4 + ROWS_PER_BLOCK,
+    )
     assert doc.blocks[2] == Block("table", "Spalte A | Spalte B", sheet="Nur Kopf")
 
 
@@ -343,14 +366,19 @@ def test_pdf_pages_headings_tables_and_header_line() -> None:
     assert doc.title == "QM-Handbuch der Osprag Kabeltechnik GmbH"
     assert doc.metadata["header_line"].startswith("Version: 7.0 | TAG: [QM][HB]")
     headings = [(b.level, b.text, b.page) for b in doc.blocks if b.kind == "heading"]
-    assert headings[:3] == [(1, "QM-Handbuch der Osprag Kabeltechnik GmbH", 1),
-                            (2, "1 Zweck des Handbuchs", 1), (2, "2 Geltungsbereich", 1)]
+    assert headings[:3] == [
+        (1, "QM-Handbuch der Osprag Kabeltechnik GmbH", 1),
+        (2, "1 Zweck des Handbuchs", 1),
+        (2, "2 Geltungsbereich", 1),
+    ]
     assert (3, "5.1 Organigramm (vereinfacht)", 2) in headings
     table = find(doc, "table", "Merkmal")
     assert table.page == 1
     assert "Mitarbeitende | 412 | 636" in table.text.split("\n")
-    assert "Kernprozesse | Ablängen, Abisolieren, Crimpen, Ultraschallschweißen | " \
-           "Vormontage, Kabelsatzmontage, Leitungsprüfung" in table.text.split("\n")
+    assert (
+        "Kernprozesse | Ablängen, Abisolieren, Crimpen, Ultraschallschweißen | "
+        "Vormontage, Kabelsatzmontage, Leitungsprüfung" in table.text.split("\n")
+    )
     assert find(doc, "list", "Geschäftsführung").text.startswith("• Geschäftsführung (GF)")
     assert all(b.page in (1, 2, 3) for b in doc.blocks)
 

@@ -119,8 +119,9 @@ def test_identity_matches_torch_backend(
     assert onnx.identity.key == torch_embedder.identity.key
 
 
-def test_load_exported_misses(export: tuple[Settings, ExportReport], folder: Path,
-                              tmp_path: Path) -> None:
+def test_load_exported_misses(
+    export: tuple[Settings, ExportReport], folder: Path, tmp_path: Path
+) -> None:
     settings, _ = export
     assert load_exported(make_settings(tmp_path / "elsewhere"), folder) is None
     # MiniLM normalises inside its own pipeline (a Normalize module), so switching the setting
@@ -215,8 +216,16 @@ def test_dense_head_is_refused(tmp_path: Path) -> None:
     model.mkdir()
     (model / "config.json").write_text("{}")
     (model / "modules.json").write_text(
-        json.dumps([{"idx": 2, "name": "2", "path": "2_Dense",
-                     "type": "sentence_transformers.models.Dense"}])
+        json.dumps(
+            [
+                {
+                    "idx": 2,
+                    "name": "2",
+                    "path": "2_Dense",
+                    "type": "sentence_transformers.models.Dense",
+                }
+            ]
+        )
     )
     with pytest.raises(EmbeddingError, match="Dense"):
         export_model(make_settings(tmp_path / "models"), model)

@@ -115,8 +115,9 @@ def test_memory_limit_is_an_error_not_a_dead_parent(tmp_path: Path) -> None:
 
 def test_zip_bomb_through_the_process(bad_files: dict[str, Path]) -> None:
     with pytest.raises(IngestError, match="zip bomb"):
-        parse_file(bad_files["zip-bomb.docx"], max_bytes=50 * 2**20, max_seconds=30,
-                   max_memory_mb=512)
+        parse_file(
+            bad_files["zip-bomb.docx"], max_bytes=50 * 2**20, max_seconds=30, max_memory_mb=512
+        )
 
 
 def test_inline_applies_the_size_limit(bad_files: dict[str, Path]) -> None:

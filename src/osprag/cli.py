@@ -230,6 +230,11 @@ def add(
 @click.option("-n", "--n-results", default=5, show_default=True, type=int)
 @click.option("--min-score", type=float, help="drop hits below this score")
 @click.option(
+    "--mode",
+    type=click.Choice(["dense", "lexical", "hybrid"]),
+    help="search mode (default OSP_SEARCH_MODE: hybrid)",
+)
+@click.option(
     "--clearance",
     type=click.IntRange(1, 4),
     default=4,
@@ -244,6 +249,7 @@ def query(
     where_document: str | None,
     n_results: int,
     min_score: float | None,
+    mode: str | None,
     clearance: int,
     json_mode: bool,
 ) -> None:
@@ -259,6 +265,7 @@ def query(
             where_document=_parse_json(where_document, "--where-document"),
             min_score=min_score,
             principal=principal,
+            mode=mode,
         )
     if json_mode:
         _emit(result.to_dict())
@@ -466,13 +473,25 @@ def drop(layer: str, yes: bool, json_mode: bool) -> None:
 
 @cli.command()
 @click.option("--model", help="re-embed with this model (name or path)")
+@click.option("--lexical", is_flag=True, help="only rebuild the lexical (BM25) index from Chroma")
 @click.option("--layer", "-l", "layer_names", multiple=True, help="layer(s), default all")
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable output")
-def reindex(model: str | None, layer_names: tuple[str, ...], json_mode: bool) -> None:
+def reindex(
+    model: str | None, lexical: bool, layer_names: tuple[str, ...], json_mode: bool
+) -> None:
     """Rebuild layers into new collections and flip them in (old layer kept until done)."""
     from .reindex import reindex as run_reindex
 
     state = _state(json_mode)
+    if lexical:
+        with _kb() as kb:
+            counts = kb.rebuild_lexical(list(layer_names) or None)
+        if json_mode:
+            _emit({"lexical": counts})
+        else:
+            for layer, n in counts.items():
+                _out().print(f"{layer}: lexical index rebuilt from {n} records")
+        return
     show = not (state.quiet or json_mode) and sys.stderr.isatty()
     with (
         _kb() as kb,

@@ -123,6 +123,14 @@ class Settings(BaseSettings):
         None, description="caches; default <data_dir>/cache (embedded) or ~/.cache/osprag"
     )
 
+    # search
+    search_mode: Literal["dense", "lexical", "hybrid"] = Field(
+        "hybrid", description="default query mode: dense, lexical (BM25) or hybrid"
+    )
+    fusion_alpha: float = Field(
+        0.3, ge=0, le=1, description="hybrid: weight of the dense leg (docs/fusion.md)"
+    )
+
     # ingestion
     chunk_tokens: int | None = Field(
         None, ge=32, le=8192, description="chunk size in model tokens; default from the study"

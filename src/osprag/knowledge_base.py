@@ -8,6 +8,7 @@ the store's registry, so reindex and restore flip a pointer instead of renaming 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -29,24 +30,24 @@ from .errors import (
     OspragError,
     StoreError,
 )
-from .filters import Where, clearance_clause, effective_where, validate_where_document
+from .filters import clearance_clause, effective_where, validate_where_document
 from .ids import default_id
 from .locking import DataDirLock
 from .metadata import validate_metadata, validate_update_metadata
 from .principal import LOCAL, Principal
-from .results import Hit, LayerStats, QueryResult, Record, WriteResult, score_from_distance
+from .results import LayerStats, QueryResult, Record, WriteResult
 from .store import SCHEMA_VERSION, Collection, IndexConfig, Store
 
 if TYPE_CHECKING:
     from .ingest.csv_import import CsvImportReport
     from .ingest.sync import IngestReport
     from .ingest.sync import Progress as IngestProgress
+    from .search.lexical import LexicalIndex
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
 _INCLUDE = {"documents", "metadatas", "embeddings"}
 MAX_RESULTS = 1000
-OVERFETCH = 8  # chunks of a replaced document version may still sit in the index briefly
 
 
 def _as_list(value: str | Sequence[str], what: str) -> list[str]:
@@ -86,6 +87,8 @@ class KnowledgeBase:
         self._cache: EmbeddingCache | None = None
         self._cols: dict[str, Collection] = {}
         self._checked: set[str] = set()
+        self._lexical: LexicalIndex | None = None
+        self._lexical_checked: set[str] = set()
         self.warnings: dict[str, list[str]] = {}
 
     # ----------------------------------------------------------------- lifecycle
@@ -123,6 +126,9 @@ class KnowledgeBase:
         return cls(settings, store, embedder=embedder, read_only=read_only, lock=lock)
 
     def close(self) -> None:
+        if self._lexical is not None:
+            self._lexical.close()
+            self._lexical = None
         if self._cache is not None:
             self._cache.close()
             self._cache = None
@@ -352,6 +358,7 @@ class KnowledgeBase:
         if vectors is None:
             vectors, result.embedded, result.cached = self._embed_documents(docs)
         col.write(op, id_list, vectors.tolist(), docs, write_metas, progress)
+        self.lexical.upsert(layer, id_list, docs, metas)
         return result
 
     def write_chunks(
@@ -468,6 +475,13 @@ class KnowledgeBase:
         if docs is not None:
             vectors, result.embedded, result.cached = self._embed_documents(docs)
         col.write("update", id_list, vectors.tolist() if vectors is not None else None, docs, metas)
+        fresh = col.get(ids=id_list, include=["documents", "metadatas"])
+        self.lexical.upsert(
+            layer,
+            fresh["ids"],
+            [d or "" for d in fresh["documents"]],
+            [m or {} for m in fresh["metadatas"]],
+        )
         return result
 
     def delete(
@@ -499,6 +513,7 @@ class KnowledgeBase:
         )["ids"]
         if targets:
             col.delete(targets)
+            self.lexical.delete(layer, targets)
         return len(targets)
 
     def drop_layer(self, layer: str, *, yes: bool = False) -> int:
@@ -520,6 +535,7 @@ class KnowledgeBase:
             docs.delete(doc_ids)
         self.store.set_alias(layer, None)
         self.store.delete_collection(col.name)
+        self.lexical.clear(layer)
         self._cols.pop(layer, None)
         return count
 
@@ -638,6 +654,8 @@ class KnowledgeBase:
         include: Sequence[str] = ...,
         min_score: float | None = ...,
         principal: Principal = ...,
+        mode: str | None = ...,
+        alpha: float | None = ...,
     ) -> QueryResult: ...
 
     @overload
@@ -652,6 +670,8 @@ class KnowledgeBase:
         include: Sequence[str] = ...,
         min_score: float | None = ...,
         principal: Principal = ...,
+        mode: str | None = ...,
+        alpha: float | None = ...,
     ) -> list[QueryResult]: ...
 
     def query(
@@ -665,85 +685,124 @@ class KnowledgeBase:
         include: Sequence[str] = ("documents", "metadatas"),
         min_score: float | None = None,
         principal: Principal = LOCAL,
+        mode: str | None = None,
+        alpha: float | None = None,
     ) -> QueryResult | list[QueryResult]:
-        """Search the chosen layers (default all) and merge into one ranking per query."""
+        """Search the chosen layers (default all) and merge into one ranking per query.
+
+        ``mode``: dense (cosine score), lexical (BM25 / the query's best BM25) or hybrid (the
+        default: ``alpha`` × dense + (1 − alpha) × lexical, both normalised to [0, 1]).
+        """
+        from .search.engine import QueryPlan, check_mode, run
+
         queries = _as_list(texts, "texts")
         if isinstance(n_results, bool) or not isinstance(n_results, int) or n_results < 1:
             raise InvalidInput(f"n_results must be an integer >= 1, got {n_results!r}")
         if n_results > MAX_RESULTS:
             raise InvalidInput(f"n_results must be <= {MAX_RESULTS}, got {n_results}")
-        if min_score is not None and not isinstance(min_score, int | float):
+        if min_score is not None and (
+            isinstance(min_score, bool) or not isinstance(min_score, int | float)
+        ):
             raise InvalidInput(f"min_score must be a number, got {min_score!r}")
-        inc = _check_include(include)
-        names = self._layers_arg(layers)
-        wh: Where | None = effective_where(where, principal)
-        wd = validate_where_document(where_document)
-        cols = [(n, c) for n in names if (c := self._collection(n, create=False)) is not None]
-
-        t0 = time.perf_counter()
-        vectors = self.embedder.embed_queries(queries) if cols else None
-        t1 = time.perf_counter()
-        raw: list[tuple[str, str, dict[str, Any]]] = []
-        want = sorted(set(inc) | {"metadatas", "distances"})
-        for name, col in cols:
-            assert vectors is not None
-            fetch = n_results + OVERFETCH
-            raw.append((name, self._space(col), col.query(vectors, fetch, wh, wd, want)))
-        stale = self._stale_filter(
-            [m or {} for _, _, res in raw for per_query in res["metadatas"] for m in per_query]
+        weight = self.settings.fusion_alpha if alpha is None else alpha
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 1:
+            raise InvalidInput(f"alpha must be a number in [0, 1], got {alpha!r}")
+        plan = QueryPlan(
+            queries=queries,
+            layers=[],
+            n_results=n_results,
+            where=effective_where(where, principal),
+            where_document=validate_where_document(where_document),
+            include=_check_include(include),
+            min_score=min_score,
+            principal=principal,
+            mode=check_mode(mode or self.settings.search_mode),
+            alpha=float(weight),
         )
-        t2 = time.perf_counter()
-        results = [
-            self._merge(q, qi, raw, n_results, inc, min_score, principal, stale)
-            for qi, q in enumerate(queries)
+        names = self._layers_arg(layers)
+        plan.layers = [
+            (n, c) for n in names if (c := self._collection(n, create=False)) is not None
         ]
-        t3 = time.perf_counter()
-        timings = {
-            "embed": (t1 - t0) * 1000,
-            "search": (t2 - t1) * 1000,
-            "merge": (t3 - t2) * 1000,
-            "total": (t3 - t0) * 1000,
-        }
-        for result in results:
-            result.timings_ms = dict(timings)
+        results = run(self, plan)
         return results[0] if isinstance(texts, str) else results
 
-    def _merge(
-        self,
-        query: str,
-        qi: int,
-        raw: list[tuple[str, str, dict[str, Any]]],
-        n_results: int,
-        include: list[str],
-        min_score: float | None,
-        principal: Principal,
-        stale: Callable[[Mapping[str, Any]], bool],
-    ) -> QueryResult:
-        hits: list[tuple[float, int, Hit]] = []
-        for name, space, res in raw:
-            cfg = self.settings.layers[name]
-            for j, rid in enumerate(res["ids"][qi]):
-                meta = dict(res["metadatas"][qi][j] or {})
-                if not self._allowed(meta, principal) or stale(meta):
-                    continue
-                distance = float(res["distances"][qi][j])
-                score = score_from_distance(distance, space)
-                if min_score is not None and score < min_score:
-                    continue
-                hit = Hit(
-                    id=rid,
-                    layer=name,
-                    text=res["documents"][qi][j] if "documents" in include else None,
-                    metadata=self.public_metadata(meta) if "metadatas" in include else {},
-                    distance=distance,
-                    score=score,
+    # ----------------------------------------------------------------- lexical index
+
+    def _lexical_path(self) -> Path | None:
+        s = self.settings
+        if s.effective_storage == "embedded":
+            return s.data_dir / "lexical.sqlite"
+        if s.effective_storage == "server":
+            safe = re.sub(
+                r"[^A-Za-z0-9_.-]+", "_", f"{s.chroma_url}-{s.chroma_tenant}-{s.chroma_database}"
+            )
+            return s.effective_cache_dir / f"lexical-{safe}.sqlite"
+        return None
+
+    @property
+    def lexical(self) -> LexicalIndex:
+        """The BM25 index: derived from Chroma, updated with every write, rebuildable."""
+        if self._lexical is None:
+            from .search.lexical import LexicalIndex
+
+            path = self._lexical_path()
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self._lexical = LexicalIndex(path)
+        return self._lexical
+
+    def lexical_for(self, layers: Sequence[str]) -> LexicalIndex:
+        """The index, with each layer checked against Chroma once per process and rebuilt
+        when counts differ (a crash between the two writes, or another machine's writes)."""
+        index = self.lexical
+        for layer in layers:
+            if layer in self._lexical_checked:
+                continue
+            col = self._collection(layer, create=False, check=False)
+            have = col.count() if col is not None else 0
+            if index.count(layer) != have:
+                log.warning(
+                    "lexical index of layer %s has %d chunks, Chroma %d: rebuilding",
+                    layer,
+                    index.count(layer),
+                    have,
                 )
-                hits.append((score * cfg.weight, -cfg.priority, hit))
-        hits.sort(key=lambda t: (t[0], t[1]), reverse=True)
-        ranked = [h for _, _, h in hits[:n_results]]
-        for rank, hit in enumerate(ranked, 1):
-            hit.rank = rank
-        return QueryResult(query=query, hits=ranked)
+                self.rebuild_lexical([layer])
+            self._lexical_checked.add(layer)
+        return index
+
+    def rebuild_lexical(self, layers: Sequence[str] | None = None) -> dict[str, int]:
+        """Rebuild the lexical index of layers from Chroma (``osp reindex --lexical``)."""
+        index = self.lexical
+        out: dict[str, int] = {}
+        for layer in self._layers_arg(layers):
+            index.clear(layer)
+            col = self._collection(layer, create=False, check=False)
+            total = col.count() if col is not None else 0
+            offset = 0
+            while col is not None and offset < total:
+                page = col.get(limit=1000, offset=offset, include=["documents", "metadatas"])
+                if not page["ids"]:
+                    break
+                index.upsert(
+                    layer,
+                    page["ids"],
+                    [d or "" for d in page["documents"]],
+                    [m or {} for m in page["metadatas"]],
+                )
+                offset += len(page["ids"])
+            out[layer] = offset
+            self._lexical_checked.add(layer)
+        return out
+
+    def delete_ids(self, layer: str, ids: Sequence[str]) -> None:
+        """Delete records by id from Chroma and the lexical index (ingestion's collector)."""
+        self._require_writable()
+        col = self._collection(layer, create=False, check=False)
+        if col is None or not ids:
+            return
+        col.delete(list(ids))
+        self.lexical.delete(layer, list(ids))
 
     # ----------------------------------------------------------------- introspection
 

@@ -43,21 +43,30 @@ MAX_NORM_DRIFT = 1e-3
 OPSET = 17
 FORMAT = 1
 _SUPPORTED_POOLING = ("mean", "cls", "max")
-_UNSUPPORTED_POOL_KEYS = ("pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens",
-                          "pooling_mode_lasttoken")
+_UNSUPPORTED_POOL_KEYS = (
+    "pooling_mode_mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens",
+    "pooling_mode_lasttoken",
+)
 
 _TORCH_HINT = "use the torch backend for this model (OSP_EMBEDDING_BACKEND=torch)"
 _PARITY_TEXTS = [
-    "Prüfmittelüberwachung", "ok", "Kurz.", "Sonderfreigabe beantragen",
-    "Wie oft müssen Messmittel kalibriert werden?", "What is a control plan?",
+    "Prüfmittelüberwachung",
+    "ok",
+    "Kurz.",
+    "Sonderfreigabe beantragen",
+    "Wie oft müssen Messmittel kalibriert werden?",
+    "What is a control plan?",
     "8D-Report: Ursache, Abstellmaßnahme, Wirksamkeitsprüfung.",
     "PPAP level 3 submission requirements for a new supplier part",
     "Die FMEA bewertet Bedeutung, Auftreten und Entdeckung; Maßnahmen nach Aufgabenpriorität.",
     "Reklamation: Öse außerhalb Toleranz, Sofortmaßnahme 100 % Sortierprüfung.",
-    "IATF 16949 clause 8.5.1.1 control plan", "Straße, Übergabe, Äußerung, Maß — ÄÖÜ äöü ß",
+    "IATF 16949 clause 8.5.1.1 control plan",
+    "Straße, Übergabe, Äußerung, Maß — ÄÖÜ äöü ß",
     "Measurement system analysis: gauge R&R below 10 % is acceptable, 10-30 % conditional.",
     "Arbeitsanweisung AA-0815 Rev. C gilt ab 01.03.2025 für Linie 4 (Schweißen).",
-    "Who approves deviations from the drawing?", "Produktaudit nach VDA 6.3 und VDA 6.5",
+    "Who approves deviations from the drawing?",
+    "Produktaudit nach VDA 6.3 und VDA 6.5",
     "Lieferantenbewertung: Qualität 40 %, Liefertreue 30 %, Kommunikation 30 %.",
     "The first article inspection report must list every characteristic on the drawing.",
     # Both far beyond 256 tokens, so truncation is compared too.
@@ -84,8 +93,13 @@ class OnnxEmbedder:
     """Embedder on onnxruntime; shares its identity with the torch original it was verified on."""
 
     def __init__(
-        self, directory: Path, identity: ModelIdentity, *, batch_size: int = 32,
-        threads: int = 0, manifest: dict[str, Any] | None = None,
+        self,
+        directory: Path,
+        identity: ModelIdentity,
+        *,
+        batch_size: int = 32,
+        threads: int = 0,
+        manifest: dict[str, Any] | None = None,
     ) -> None:
         self.directory = Path(directory)
         self._identity = identity
@@ -279,8 +293,11 @@ def _export_into(tmp: Path, settings: Settings, folder: Path, identity: ModelIde
     except ImportError as exc:  # pragma: no cover - dependency missing
         raise EmbeddingError(f"exporting needs torch: {exc}", hint="pip install torch") from None
     reference = SentenceTransformerEmbedder(
-        settings.embedding_model, folder, batch_size=settings.embedding_batch_size,
-        normalize=settings.embedding_normalize, threads=settings.embedding_threads,
+        settings.embedding_model,
+        folder,
+        batch_size=settings.embedding_batch_size,
+        normalize=settings.embedding_normalize,
+        threads=settings.embedding_threads,
     )
     st_model = reference._load()
     hf_model = getattr(st_model[0], "auto_model", None)
@@ -292,11 +309,15 @@ def _export_into(tmp: Path, settings: Settings, folder: Path, identity: ModelIde
         )
     shutil.copyfile(folder / "tokenizer.json", tmp / "tokenizer.json")
     manifest: dict[str, Any] = {
-        "format": FORMAT, "identity": asdict(identity), "pooling": identity.pooling,
+        "format": FORMAT,
+        "identity": asdict(identity),
+        "pooling": identity.pooling,
         "max_seq_length": int(getattr(st_model, "max_seq_length", 0) or identity.max_seq_length),
         "pad_token_id": int(getattr(tokenizer, "pad_token_id", None) or 0),
         "normalize_module": any("Normalize" in type(m).__name__ for m in st_model),
-        "opset": OPSET, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
+        "opset": OPSET,
+        "onnxruntime": onnxruntime.__version__,
+        "torch": torch.__version__,
     }
     uses_types = "token_type_ids" in inspect.signature(hf_model.forward).parameters
 
@@ -305,9 +326,7 @@ def _export_into(tmp: Path, settings: Settings, folder: Path, identity: ModelIde
             super().__init__()
             self.inner = inner
 
-        def forward(
-            self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None
-        ) -> Any:
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
             extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
             out = self.inner(input_ids=input_ids, attention_mask=attention_mask, **extra)
             return out.last_hidden_state
@@ -327,9 +346,16 @@ def _export_into(tmp: Path, settings: Settings, folder: Path, identity: ModelIde
         warnings.simplefilter("ignore")  # deprecation, tracer, opset notes: parity decides
         try:
             torch.onnx.export(
-                _Wrapper(hf_model).eval(), (), str(tmp / "model.onnx"), kwargs=kwargs,
-                input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes,
-                opset_version=OPSET, do_constant_folding=True, dynamo=False,
+                _Wrapper(hf_model).eval(),
+                (),
+                str(tmp / "model.onnx"),
+                kwargs=kwargs,
+                input_names=names,
+                output_names=["last_hidden_state"],
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                do_constant_folding=True,
+                dynamo=False,
             )
         except Exception as exc:
             raise EmbeddingError(f"ONNX export of {identity.name} failed: {exc}") from None

@@ -24,7 +24,7 @@ class Hit:
     layer: str
     text: str | None
     metadata: dict[str, Any]
-    distance: float
+    distance: float | None  # the dense leg's distance; None for a lexical-only hit
     score: float
     rank: int = 0
 

@@ -442,7 +442,7 @@ class Syncer:
             if keep_rev is None or (m or {}).get("osp_rev") != keep_rev
         ]
         for i in range(0, len(stale), 500):
-            col.delete(stale[i : i + 500])
+            self.kb.delete_ids(self.layer, stale[i : i + 500])
             failpoint("during_collect")
 
     def _delete_document(self, doc_id: str, source: str) -> FileResult:
@@ -470,7 +470,7 @@ class Syncer:
             if current.get(str((m or {}).get("osp_doc"))) != (m or {}).get("osp_rev")
         ]
         if stray:
-            col.delete(stray)
+            self.kb.delete_ids(self.layer, stray)
 
 
 def make_chunker(kb: KnowledgeBase) -> Any:

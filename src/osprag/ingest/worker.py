@@ -137,8 +137,9 @@ class Parser:
         if error.get("fatal"):
             with self._lock:
                 self._kill()
-        raise IngestError(str(error.get("message") or "unknown error"), path=str(path),
-                          hint=error.get("hint"))
+        raise IngestError(
+            str(error.get("message") or "unknown error"), path=str(path), hint=error.get("hint")
+        )
 
     def close(self) -> None:
         """Let the child finish (EOF on its stdin), kill it if it does not within 2 s."""
@@ -177,8 +178,13 @@ class Parser:
         )
         # One BLAS/OpenMP thread: openpyxl imports numpy when present, and per-thread arenas
         # would eat into the address-space limit.
-        env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                   PYTHONDONTWRITEBYTECODE="1", PYTHONIOENCODING="utf-8")
+        env.update(
+            OPENBLAS_NUM_THREADS="1",
+            OMP_NUM_THREADS="1",
+            MKL_NUM_THREADS="1",
+            PYTHONDONTWRITEBYTECODE="1",
+            PYTHONIOENCODING="utf-8",
+        )
         self._proc = subprocess.Popen(
             [sys.executable, "-c", _BOOTSTRAP, "--max-memory-mb", str(self.max_memory_mb)],
             stdin=subprocess.PIPE,
@@ -237,12 +243,16 @@ class Parser:
         if path is None:
             return IngestError(f"parser process failed to start ({self._stderr_tail()})")
         if timed_out or code == -signal.SIGXCPU:
-            return IngestError(f"exceeded time limit ({self.max_seconds:g} s)", path=_s(path),
-                               hint="raise max_seconds if the file is legitimately large")
+            return IngestError(
+                f"exceeded time limit ({self.max_seconds:g} s)",
+                path=_s(path),
+                hint="raise max_seconds if the file is legitimately large",
+            )
         reason = f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit {code}"
         return IngestError(
             f"exceeded memory limit ({self.max_memory_mb} MB) or crashed ({reason})",
-            path=_s(path), hint=self._stderr_tail() or None,
+            path=_s(path),
+            hint=self._stderr_tail() or None,
         )
 
     def _stderr_tail(self) -> str:
@@ -288,7 +298,8 @@ def _precheck(path: Path, max_bytes: int) -> None:
 
     if path.suffix.lower() not in SUPPORTED_SUFFIXES:
         raise IngestError(
-            f"unsupported format {path.suffix.lower() or '(no extension)'}", path=str(path),
+            f"unsupported format {path.suffix.lower() or '(no extension)'}",
+            path=str(path),
             hint="supported: " + " ".join(sorted(SUPPORTED_SUFFIXES)),
         )
     try:
@@ -309,8 +320,9 @@ def parse_file(
     max_memory_mb: int = DEFAULT_MAX_MEMORY_MB,
 ) -> LoadedDocument:
     """One file in a fresh limited process. For many files keep a ``Parser`` instead."""
-    with Parser(max_bytes=max_bytes, max_seconds=max_seconds,
-                max_memory_mb=max_memory_mb) as parser:
+    with Parser(
+        max_bytes=max_bytes, max_seconds=max_seconds, max_memory_mb=max_memory_mb
+    ) as parser:
         return parser.parse(path)
 
 
@@ -415,8 +427,16 @@ def main(argv: list[str] | None = None) -> None:
         try:
             send(response)
         except MemoryError:
-            send({"id": request.get("id"), "ok": False, "error": {
-                "message": f"exceeded memory limit ({args.max_memory_mb} MB)", "fatal": True}})
+            send(
+                {
+                    "id": request.get("id"),
+                    "ok": False,
+                    "error": {
+                        "message": f"exceeded memory limit ({args.max_memory_mb} MB)",
+                        "fatal": True,
+                    },
+                }
+            )
             fatal = True
         if fatal:
             sys.exit(3)

@@ -136,7 +136,8 @@ def load_file(path: Path, *, max_bytes: int | None = None) -> LoadedDocument:
     loader = LOADERS.get(suffix)
     if loader is None:
         raise IngestError(
-            f"unsupported format {suffix or '(no extension)'}", path=str(path),
+            f"unsupported format {suffix or '(no extension)'}",
+            path=str(path),
             hint="supported: " + " ".join(sorted(SUPPORTED_SUFFIXES)),
         )
     data = read_file_bytes(path, max_bytes=max_bytes)
@@ -147,8 +148,9 @@ def load_file(path: Path, *, max_bytes: int | None = None) -> LoadedDocument:
     except (IngestError, MemoryError):
         raise
     except RecursionError:
-        raise IngestError(f"corrupt {suffix[1:].upper()} (nested too deeply)",
-                          path=str(path)) from None
+        raise IngestError(
+            f"corrupt {suffix[1:].upper()} (nested too deeply)", path=str(path)
+        ) from None
     except Exception as exc:  # a library's parse error is a property of the file, not a bug here
         reason = " ".join(str(exc).split())[:200]
         raise IngestError(

@@ -71,8 +71,7 @@ class Blocks:
     def rows(self, header: str, rows: Sequence[str], start: int, end: int, **where: Any) -> None:
         if rows:
             self.items.append(
-                Block("rows", "\n".join(rows), header=header, row_start=start, row_end=end,
-                      **where)
+                Block("rows", "\n".join(rows), header=header, row_start=start, row_end=end, **where)
             )
 
     def _add(self, kind: Any, text: str, where: dict[str, Any]) -> None:
@@ -199,7 +198,8 @@ def decode_text(data: bytes, path: Path) -> tuple[str, list[str]]:
     controls = sum(1 for b in sample if b < 32 and b not in _TEXT_CONTROLS)
     if b"\x00" in sample or controls > max(2, len(sample) // 100):
         raise IngestError(
-            "binary content, not text", path=str(path),
+            "binary content, not text",
+            path=str(path),
             hint="the file contains NUL or control bytes; is the extension right?",
         )
     try:
@@ -242,15 +242,17 @@ def check_zip(data: bytes, path: Path, what: str) -> None:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = archive.infolist()
     except zipfile.BadZipFile as exc:
-        raise IngestError(f"corrupt {what} (not a valid ZIP package: {exc})", path=str(path)) \
-            from None
+        raise IngestError(
+            f"corrupt {what} (not a valid ZIP package: {exc})", path=str(path)
+        ) from None
     except (OSError, ValueError, EOFError) as exc:
         raise IngestError(f"corrupt {what} ({exc})", path=str(path)) from None
     total = sum(m.file_size for m in members)
     if total > MAX_UNZIPPED_BYTES:
         raise IngestError(
             f"{what} inflates to {total / 2**20:.0f} MB (limit {MAX_UNZIPPED_BYTES // 2**20} MB);"
-            " zip bomb?", path=str(path),
+            " zip bomb?",
+            path=str(path),
         )
     for member in members:
         if member.file_size > 10 * 2**20 and member.file_size > MAX_MEMBER_RATIO * max(

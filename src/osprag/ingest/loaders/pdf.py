@@ -252,8 +252,17 @@ def _open(path: Path, data: bytes) -> Any:
         raise IngestError("not a PDF (no %PDF- header)", path=str(path))
     try:
         reader = PdfReader(io.BytesIO(data))
-    except (PdfReadError, ValueError, KeyError, TypeError, IndexError, AttributeError,
-            RecursionError, AssertionError, OSError) as exc:
+    except (
+        PdfReadError,
+        ValueError,
+        KeyError,
+        TypeError,
+        IndexError,
+        AttributeError,
+        RecursionError,
+        AssertionError,
+        OSError,
+    ) as exc:
         raise IngestError(f"corrupt PDF ({_reason(exc)})", path=str(path)) from None
     if reader.is_encrypted:
         try:
@@ -266,7 +275,8 @@ def _open(path: Path, data: bytes) -> Any:
             raise IngestError(f"encrypted PDF ({_reason(exc)})", path=str(path)) from None
         if result == PasswordType.NOT_DECRYPTED:
             raise IngestError(
-                "encrypted PDF (password required)", path=str(path),
+                "encrypted PDF (password required)",
+                path=str(path),
                 hint="store an unprotected copy, e.g. qpdf --decrypt --password=PW in.pdf out.pdf",
             )
     return reader
@@ -302,12 +312,10 @@ def load_pdf(path: Path, data: bytes) -> LoadedDocument:
             continue
         pages.append(text)
     if not pages:
-        raise IngestError("no text layer (scanned PDF?), needs OCR", path=str(path),
-                          hint=OCR_HINT)
+        raise IngestError("no text layer (scanned PDF?), needs OCR", path=str(path), hint=OCR_HINT)
 
     levels = _heading_levels(pages, counter)
     blocks = Blocks()
     for page_text in pages:
         _emit_page(blocks, page_text, levels)
-    return finish(blocks, path, title=_metadata_title(reader), warnings=warnings,
-                  pages=page_count)
+    return finish(blocks, path, title=_metadata_title(reader), warnings=warnings, pages=page_count)

@@ -12,12 +12,48 @@ from osprag.ingest.model import LoadedDocument
 
 from ._shared import Blocks, decode_text, finish
 
-_SKIP = frozenset({"script", "style", "nav", "noscript", "template", "head", "title", "svg",
-                   "iframe", "select", "button"})
+_SKIP = frozenset(
+    {
+        "script",
+        "style",
+        "nav",
+        "noscript",
+        "template",
+        "head",
+        "title",
+        "svg",
+        "iframe",
+        "select",
+        "button",
+    }
+)
 _HEADINGS = {f"h{n}": n for n in range(1, 7)}
-_BLOCKS = frozenset({"p", "div", "section", "article", "main", "header", "footer", "aside",
-                     "blockquote", "dt", "dd", "figcaption", "address", "form", "fieldset",
-                     "body", "html", "center", "details", "summary", "hr", "dl"})
+_BLOCKS = frozenset(
+    {
+        "p",
+        "div",
+        "section",
+        "article",
+        "main",
+        "header",
+        "footer",
+        "aside",
+        "blockquote",
+        "dt",
+        "dd",
+        "figcaption",
+        "address",
+        "form",
+        "fieldset",
+        "body",
+        "html",
+        "center",
+        "details",
+        "summary",
+        "hr",
+        "dl",
+    }
+)
 _CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?([A-Za-z0-9_\-]+)", re.IGNORECASE)
 
 
@@ -169,5 +205,6 @@ def load_html(path: Path, data: bytes) -> LoadedDocument:
     parser.feed(text)
     parser.close()
     title = next((b.text for b in blocks.items if b.kind == "heading" and b.level == 1), None)
-    return finish(blocks, path, title=title or "".join(parser.title_parts).strip() or None,
-                  warnings=warnings)
+    return finish(
+        blocks, path, title=title or "".join(parser.title_parts).strip() or None, warnings=warnings
+    )

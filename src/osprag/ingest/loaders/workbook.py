@@ -54,8 +54,7 @@ def load_xlsx(path: Path, data: bytes) -> LoadedDocument:
     try:
         workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError) as exc:
-        raise IngestError(f"corrupt XLSX ({type(exc).__name__}: {exc})", path=str(path)) \
-            from None
+        raise IngestError(f"corrupt XLSX ({type(exc).__name__}: {exc})", path=str(path)) from None
     blocks = Blocks()
     header_line = None
     try:

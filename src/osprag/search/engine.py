@@ -1,0 +1,196 @@
+"""One query over several layers in dense, lexical or hybrid mode.
+
+Both legs see the same effective filter (the caller's ``where`` AND the principal's clearance):
+the dense leg passes it to Chroma, the lexical leg evaluates it with Chroma's semantics before
+taking its top k, and lexical candidates are then fetched from Chroma with the filter again, so
+a chunk the principal may not read can reach the result only through a bug in both.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from osprag.results import Hit, QueryResult, score_from_distance
+from osprag.search.fusion import fuse, normalise_dense
+
+if TYPE_CHECKING:
+    from osprag.knowledge_base import KnowledgeBase
+    from osprag.principal import Principal
+    from osprag.store import Collection
+
+Mode = Literal["dense", "lexical", "hybrid"]
+MODES: tuple[str, ...] = ("dense", "lexical", "hybrid")
+OVERFETCH = 8  # chunks of a replaced document version may still sit in the index briefly
+
+
+@dataclass
+class _Candidate:
+    layer: str
+    id: str
+    text: str | None
+    meta: dict[str, Any]
+    cosine: float | None = None
+    distance: float | None = None
+    bm25: float | None = None
+
+
+@dataclass
+class QueryPlan:
+    queries: list[str]
+    layers: list[tuple[str, Collection]]
+    n_results: int
+    where: dict[str, Any] | None
+    where_document: dict[str, Any] | None
+    include: list[str]
+    min_score: float | None
+    principal: Principal
+    mode: str
+    alpha: float
+
+
+def run(kb: KnowledgeBase, plan: QueryPlan) -> list[QueryResult]:
+    depth = plan.n_results + OVERFETCH
+    if plan.mode == "hybrid":
+        depth = max(3 * plan.n_results, 30) + OVERFETCH
+    want = sorted(set(plan.include) | {"metadatas", "documents", "distances"})
+    t0 = time.perf_counter()
+    vectors = None
+    if plan.mode != "lexical" and plan.layers:
+        vectors = kb.embedder.embed_queries(plan.queries)
+    t1 = time.perf_counter()
+    per_query: list[dict[tuple[str, str], _Candidate]] = [{} for _ in plan.queries]
+    if vectors is not None:
+        for name, col in plan.layers:
+            res = col.query(vectors, depth, plan.where, plan.where_document, want)
+            space = kb._space(col)
+            for qi in range(len(plan.queries)):
+                for j, rid in enumerate(res["ids"][qi]):
+                    distance = float(res["distances"][qi][j])
+                    per_query[qi][(name, rid)] = _Candidate(
+                        name,
+                        rid,
+                        res["documents"][qi][j],
+                        dict(res["metadatas"][qi][j] or {}),
+                        cosine=score_from_distance(distance, space),
+                        distance=distance,
+                    )
+    if plan.mode != "dense" and plan.layers:
+        _lexical_leg(kb, plan, per_query, depth)
+    metas = [c.meta for cands in per_query for c in cands.values()]
+    stale = kb._stale_filter(metas)
+    t2 = time.perf_counter()
+    results = [_rank(kb, plan, q, per_query[qi], stale) for qi, q in enumerate(plan.queries)]
+    t3 = time.perf_counter()
+    timings = {
+        "embed": (t1 - t0) * 1000,
+        "search": (t2 - t1) * 1000,
+        "merge": (t3 - t2) * 1000,
+        "total": (t3 - t0) * 1000,
+    }
+    for result in results:
+        result.timings_ms = dict(timings)
+    return results
+
+
+def _lexical_leg(
+    kb: KnowledgeBase,
+    plan: QueryPlan,
+    per_query: list[dict[tuple[str, str], _Candidate]],
+    depth: int,
+) -> None:
+    index = kb.lexical_for([name for name, _ in plan.layers])
+    cols = dict(plan.layers)
+    missing: dict[str, set[str]] = {}
+    for qi, query in enumerate(plan.queries):
+        for hit in index.search(query, layers=list(cols), k=depth, where=plan.where):
+            key = (hit.layer, hit.id)
+            cand = per_query[qi].get(key)
+            if cand is None:
+                per_query[qi][key] = _Candidate(hit.layer, hit.id, None, {}, bm25=hit.score)
+                missing.setdefault(hit.layer, set()).add(hit.id)
+            else:
+                cand.bm25 = hit.score
+    fetched: dict[tuple[str, str], tuple[str | None, dict[str, Any]]] = {}
+    for layer, ids in missing.items():
+        res = cols[layer].get(
+            ids=sorted(ids),
+            where=plan.where,
+            where_document=plan.where_document,
+            include=["documents", "metadatas"],
+        )
+        for rid, doc, meta in zip(res["ids"], res["documents"], res["metadatas"], strict=True):
+            fetched[(layer, rid)] = (doc, dict(meta or {}))
+    for cands in per_query:
+        for key in [k for k, c in cands.items() if c.text is None and not c.meta]:
+            if key in fetched:
+                cands[key].text, cands[key].meta = fetched[key]
+            else:  # filtered out by where_document (or deleted meanwhile)
+                del cands[key]
+
+
+def _rank(
+    kb: KnowledgeBase,
+    plan: QueryPlan,
+    query: str,
+    cands: dict[tuple[str, str], _Candidate],
+    stale: Callable[[Mapping[str, Any]], bool],
+) -> QueryResult:
+    visible = {
+        k: c for k, c in cands.items() if kb._allowed(c.meta, plan.principal) and not stale(c.meta)
+    }
+    if plan.mode == "dense":
+        scores = {k: c.cosine for k, c in visible.items() if c.cosine is not None}
+    else:
+        alpha = 0.0 if plan.mode == "lexical" else plan.alpha
+        dense = {k: c.cosine for k, c in visible.items() if c.cosine is not None}
+        lexical = {k: c.bm25 for k, c in visible.items() if c.bm25 is not None}
+        scores = (
+            fuse(dense, lexical, alpha)
+            if plan.mode == "hybrid"
+            else {k: v / max(lexical.values()) for k, v in lexical.items()}
+        )
+    ranked: list[tuple[float, int, Hit]] = []
+    for key, score in scores.items():
+        if score is None or (plan.min_score is not None and score < plan.min_score):
+            continue
+        cand = visible[key]
+        cfg = kb.settings.layers[cand.layer]
+        ranked.append(
+            (
+                score * cfg.weight,
+                -cfg.priority,
+                Hit(
+                    id=cand.id,
+                    layer=cand.layer,
+                    text=cand.text if "documents" in plan.include else None,
+                    metadata=kb.public_metadata(cand.meta) if "metadatas" in plan.include else {},
+                    distance=cand.distance,
+                    score=float(score),
+                ),
+            )
+        )
+    ranked.sort(key=lambda t: (t[0], t[1], t[2].id), reverse=True)
+    hits = [h for _, _, h in ranked[: plan.n_results]]
+    for rank, hit in enumerate(hits, 1):
+        hit.rank = rank
+    return QueryResult(query=query, hits=hits)
+
+
+def dense_score(cosine: float) -> float:
+    """Exposed for explainers: the dense leg's contribution before weighting."""
+    return normalise_dense(cosine)
+
+
+def check_mode(mode: str) -> str:
+    from osprag.errors import InvalidInput
+
+    if mode not in MODES:
+        raise InvalidInput(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
+
+
+def layer_names(plan_layers: Sequence[tuple[str, Any]]) -> list[str]:
+    return [name for name, _ in plan_layers]
