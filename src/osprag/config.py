@@ -128,7 +128,7 @@ class Settings(BaseSettings):
         "hybrid", description="default query mode: dense, lexical (BM25) or hybrid"
     )
     fusion_alpha: float = Field(
-        0.3, ge=0, le=1, description="hybrid: weight of the dense leg (docs/fusion.md)"
+        0.2, ge=0, le=1, description="hybrid: weight of the dense leg (bench/fusion_study.py)"
     )
 
     # ingestion
