@@ -123,20 +123,24 @@ class Store:
         headers = self._headers()
         tenant, database = self.settings.chroma_tenant, self.settings.chroma_database
 
+        http_client = functools.partial(
+            self._chroma.HttpClient,
+            host=host,
+            port=port,
+            ssl=ssl,
+            headers=headers,
+            tenant=tenant,
+            database=database,
+            settings=chroma_settings,
+        )
+
         def connect() -> Any:
             try:
-                return self._chroma.HttpClient(
-                    host=host,
-                    port=port,
-                    ssl=ssl,
-                    headers=headers,
-                    tenant=tenant,
-                    database=database,
-                    settings=chroma_settings,
-                )
+                return http_client()
             except self._chroma.errors.NotFoundError as exc:
                 if "database" not in str(exc).lower():
                     raise
+            # A fresh database (one per test, or per environment) is created on first use.
             admin_settings = self._chroma.config.Settings(
                 chroma_api_impl="chromadb.api.fastapi.FastAPI",
                 chroma_server_host=host,
@@ -151,15 +155,7 @@ class Store:
             except self._chroma.errors.ChromaError as exc:
                 if "already exists" not in str(exc):
                     raise
-            return self._chroma.HttpClient(
-                host=host,
-                port=port,
-                ssl=ssl,
-                headers=headers,
-                tenant=tenant,
-                database=database,
-                settings=chroma_settings,
-            )
+            return http_client()
 
         return self._call(connect)
 
