@@ -30,7 +30,7 @@ test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/mypy
 
 bench: setup
