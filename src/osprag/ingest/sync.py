@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from osprag.embed_cache import CachingEmbedder
 from osprag.errors import IngestError, InvalidInput, InvalidMetadata, OspragError
 from osprag.failpoints import failpoint
 from osprag.ids import chunk_id
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 # this source (it has no supported suffix), so it never collides with a document.
 ROOT_MARKER = "<root>"
 SUPPORTED = {".pdf", ".docx", ".md", ".markdown", ".html", ".htm", ".txt", ".csv", ".xlsx", ".pptx"}
+PREWARM_CHUNKS = 256  # chunks embedded per model call across files
 Status = Literal["added", "updated", "unchanged", "deleted", "failed", "skipped"]
 
 
@@ -51,6 +53,24 @@ class FileResult:
     chunks: int = 0
     reason: str | None = None
     warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Pending:
+    """A parsed and chunked file waiting to be written."""
+
+    source: str
+    root_key: str
+    sha: str
+    stat: os.stat_result
+    meta: dict[str, Any]
+    chunks: list[Chunk]
+    doc: LoadedDocument
+    status: Status
+
+
+def _reason(exc: Exception) -> str:
+    return exc.message if isinstance(exc, OspragError) else str(exc)
 
 
 @dataclass
@@ -210,13 +230,27 @@ class Syncer:
         candidates = list(discover(root, recursive=recursive, glob=glob))
         if self.progress.on_files:
             self.progress.on_files(len(candidates))
+        pending: list[_Pending] = []
+
+        def flush() -> None:
+            self._prewarm(pending)
+            for item in pending:
+                self._record(report, self.finish(item))
+            pending.clear()
+
         for path, source, problem in candidates:
             seen.add(source)
             if path is None:
-                result = FileResult(source, "failed", reason=problem)
-            else:
-                result = self.sync_file(path, source, root, root_key, registry.get(source))
-            self._record(report, result)
+                self._record(report, FileResult(source, "failed", reason=problem))
+                continue
+            prepared = self.prepare(path, source, root, root_key, registry.get(source))
+            if isinstance(prepared, FileResult):
+                self._record(report, prepared)
+                continue
+            pending.append(prepared)
+            if sum(len(p.chunks) for p in pending) >= PREWARM_CHUNKS:
+                flush()
+        flush()
         if glob is None:
             for source, rec in sorted(registry.items()):
                 if source not in seen:
@@ -275,6 +309,17 @@ class Syncer:
     def sync_file(
         self, path: Path, source: str, root: Path, root_key: str, rec: dict[str, Any] | None
     ) -> FileResult:
+        """One file, start to finish (a folder sync batches several through ``prepare``)."""
+        prepared = self.prepare(path, source, root, root_key, rec)
+        if isinstance(prepared, FileResult):
+            return prepared
+        self._prewarm([prepared])
+        return self.finish(prepared)
+
+    def prepare(
+        self, path: Path, source: str, root: Path, root_key: str, rec: dict[str, Any] | None
+    ) -> FileResult | _Pending:
+        """Everything before writing: decide, hash, parse, extract metadata, chunk."""
         try:
             stat = path.stat()
             if rec and rec.get("size") == stat.st_size and rec.get("mtime_ns") == stat.st_mtime_ns:
@@ -304,14 +349,38 @@ class Syncer:
                 )
             if self.dry_run:
                 return FileResult(source, status, chunks=len(chunks), warnings=doc.warnings)
-            self._replace(source, root_key, sha, stat, meta, chunks, doc)
-            return FileResult(source, status, chunks=len(chunks), warnings=doc.warnings)
+            return _Pending(source, root_key, sha, stat, meta, chunks, doc, status)
         except (IngestError, InvalidMetadata, InvalidInput) as exc:
-            return FileResult(
-                source, "failed", reason=exc.message if isinstance(exc, OspragError) else str(exc)
-            )
+            return FileResult(source, "failed", reason=_reason(exc))
         except OSError as exc:
             return FileResult(source, "failed", reason=exc.strerror or str(exc))
+
+    def finish(self, p: _Pending) -> FileResult:
+        """Write one prepared file: new chunks, pointer flip, old chunks collected."""
+        try:
+            self._replace(p.source, p.root_key, p.sha, p.stat, p.meta, p.chunks, p.doc)
+        except (IngestError, InvalidMetadata, InvalidInput) as exc:
+            return FileResult(p.source, "failed", reason=_reason(exc))
+        return FileResult(p.source, p.status, chunks=len(p.chunks), warnings=p.doc.warnings)
+
+    def _prewarm(self, pending: list[_Pending]) -> None:
+        """Embed the chunks of several files in one call, into the embedding cache.
+
+        Files hold ~20 chunks each; batching across files keeps the model's batches full and
+        length-sorted. The writes then find every vector in the cache and stay per file, so
+        crash safety is unchanged.
+        """
+        embedder = self.kb.embedder
+        if not pending or not isinstance(embedder, CachingEmbedder):
+            return
+        texts = [c.text for p in pending for c in p.chunks]
+        misses = embedder.misses
+        embedder.embed_documents(texts)
+        fresh = embedder.misses - misses
+        if fresh:
+            tokens = sum(c.tokens for p in pending for c in p.chunks)
+            self.embedded += fresh
+            self.tokens += round(tokens * fresh / len(texts))
 
     def _metadata(
         self,
@@ -388,7 +457,9 @@ class Syncer:
             self.layer, texts, ids=ids, metadatas=metas, progress=self.progress.on_chunks
         )
         self.report_embedding(
-            result.embedded, sum(c.tokens for c in chunks) if result.embedded else 0, len(chunks)
+            result.embedded,
+            round(sum(c.tokens for c in chunks) * result.embedded / len(chunks)),
+            len(chunks),
         )
         failpoint("after_write")
         failpoint("before_flip")
