@@ -348,7 +348,9 @@ class KnowledgeBase:
                     hint="use upsert to replace them; nothing was written",
                 )
         write_metas: list[dict[str, Any]] = [dict(m) for m in metas]
-        if op == "upsert":
+        if op == "upsert" and not allow_reserved:
+            # Ingestion's chunk ids carry the document revision, so a rewrite of an id always
+            # brings the same keys: only user upserts need the stale-key clearing round trip.
             # Chroma's upsert merges metadata; a replacement must clear the keys it drops.
             old = col.stored_metadatas(id_list)
             for rid, meta in zip(id_list, write_metas, strict=True):
