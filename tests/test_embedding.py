@@ -69,7 +69,7 @@ def test_embedding_cache_never_embeds_twice(tmp_path: Path, embedder: Embedder) 
     cache = EmbeddingCache(tmp_path / "e.sqlite")
     ce = CachingEmbedder(embedder, cache)
     first = ce.embed_documents(["eins", "zwei", "eins"])
-    assert (ce.misses, ce.hits) == (3, 0) or ce.misses == 3
+    assert (ce.misses, ce.hits) == (3, 0)  # per text; the repeated text is embedded once
     second = ce.embed_documents(["zwei", "eins", "drei"])
     assert ce.hits == 2
     assert np.allclose(second[0], first[1]) and np.allclose(second[1], first[0])

@@ -13,7 +13,6 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -77,6 +76,7 @@ class Store:
 
         self.settings = settings
         self.mode = settings.effective_storage
+        self._documents: Collection | None = None
         self._chroma = chromadb
         chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
         if self.mode == "embedded":
@@ -292,8 +292,12 @@ class Store:
 
         Its records are the documents' current-version pointers; chunks whose revision is not
         the pointer's are invisible to readers, which makes a replacement atomic for them.
-        Chroma needs a vector per record, so each carries a constant 1-d placeholder.
+        Chroma needs a vector per record, so each carries a constant 1-d placeholder. The handle
+        is kept: readers consult this registry on every query over ingested chunks, and the
+        collection is never dropped.
         """
+        if self._documents is not None:
+            return self._documents
         col = self._call(
             lambda: self.client.get_or_create_collection(
                 DOCUMENTS,
@@ -301,7 +305,8 @@ class Store:
                 embedding_function=None,
             )
         )
-        return Collection(self, col)
+        self._documents = Collection(self, col)
+        return self._documents
 
     # ----------------------------------------------------------- disk
 
@@ -458,14 +463,3 @@ class Collection:
     def delete(self, ids: Sequence[str]) -> None:
         for part in self._batches(len(ids)):
             self.store._call(functools.partial(self._col.delete, ids=list(ids[part])))
-
-
-@contextmanager
-def suppress_chroma_logs() -> Iterator[None]:
-    logger = logging.getLogger("chromadb")
-    old = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(old)

@@ -186,6 +186,9 @@ class Syncer:
         self.progress = progress or Progress()
         self._marker: tuple[str, str] | None = None
         self._wrote = False
+        self.embedded = 0  # texts the model embedded (cache misses)
+        self.tokens = 0  # their tokens, as the chunker counts them
+        self.written = 0  # chunks written
         self._parser: Any = None
         self._chunker: Any = None
         if not dry_run:
@@ -492,10 +495,6 @@ class Syncer:
         self.embedded += embedded
         self.tokens += tokens
         self.written += written
-
-    embedded = 0
-    tokens = 0
-    written = 0
 
     def _touch(self, doc_id: str, rec: dict[str, Any], stat: os.stat_result) -> None:
         meta = {k: v for k, v in rec.items() if k != "id"}

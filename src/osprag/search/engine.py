@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from osprag.results import Hit, QueryResult, score_from_distance
-from osprag.search.fusion import fuse, normalise_dense
+from osprag.search.fusion import fuse
 
 if TYPE_CHECKING:
     from osprag.knowledge_base import KnowledgeBase
@@ -204,18 +204,9 @@ def _rank(
     return QueryResult(query=query, hits=hits)
 
 
-def dense_score(cosine: float) -> float:
-    """Exposed for explainers: the dense leg's contribution before weighting."""
-    return normalise_dense(cosine)
-
-
 def check_mode(mode: str) -> str:
     from osprag.errors import InvalidInput
 
     if mode not in MODES:
         raise InvalidInput(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     return mode
-
-
-def layer_names(plan_layers: Sequence[tuple[str, Any]]) -> list[str]:
-    return [name for name, _ in plan_layers]
