@@ -84,6 +84,7 @@ def base_settings(tmp_path: Path, **kw: object) -> Settings:
         "data_dir": tmp_path / "data",
         "cache_dir": tmp_path / "cache",
         "model_dir": tmp_path / "models",
+        "backup_dir": tmp_path / "backups",
         "embedding_backend": "torch",
     }
     values.update(kw)

@@ -147,6 +147,19 @@ class Settings(BaseSettings):
         default_factory=_default_layers, description="layers (nested: OSP_LAYERS__<NAME>__...)"
     )
 
+    # operations
+    backup_dir: Path | None = Field(
+        None,
+        description="backup archives; default <data_dir parent>/osp-backups (embedded) or "
+        "~/.local/share/osprag/backups",
+    )
+    backup_key_file: Path | None = Field(
+        None, description="256-bit key file: encrypt new backups, decrypt on restore"
+    )
+    backup_max_age_hours: float = Field(
+        26, gt=0, description="osp doctor warns when the newest backup is older"
+    )
+
     debug: bool = Field(False, description="show tracebacks on errors")
 
     @classmethod

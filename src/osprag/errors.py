@@ -10,7 +10,9 @@ errors once (one CLI handler, one HTTP handler) instead of catching case by case
     │   ├── InvalidFilter           bad where / where_document                 exit 4 / 400
     │   ├── InvalidMetadata         metadata fails the schema                  exit 4 / 400
     │   ├── DimensionMismatch       vector length differs from the layer       exit 4 / 400
-    │   └── DuplicateId             ids repeated in a call or already stored   exit 4 / 409
+    │   ├── DuplicateId             ids repeated in a call or already stored   exit 4 / 409
+    │   ├── ExportInvalid           layer file unreadable, truncated or bad    exit 4 / 422
+    │   └── BackupInvalid           archive fails verification (hash, paths)   exit 4 / 422
     ├── NotFound                                                               exit 5 / 404
     │   └── LayerNotFound
     ├── AccessDenied                principal lacks role or clearance          exit 6 / 403
@@ -74,6 +76,20 @@ class DimensionMismatch(InvalidInput):
 class DuplicateId(InvalidInput):
     code = "duplicate_id"
     http_status = 409
+
+
+class ExportInvalid(InvalidInput):
+    """A layer export file that cannot be read (the message names the file and line)."""
+
+    code = "export_invalid"
+    http_status = 422
+
+
+class BackupInvalid(InvalidInput):
+    """An archive that fails verification; nothing was restored."""
+
+    code = "backup_invalid"
+    http_status = 422
 
 
 class NotFound(OspragError):
@@ -148,6 +164,8 @@ ALL_ERRORS: tuple[type[OspragError], ...] = (
     InvalidMetadata,
     DimensionMismatch,
     DuplicateId,
+    ExportInvalid,
+    BackupInvalid,
     NotFound,
     LayerNotFound,
     AccessDenied,

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 REGISTRY = "osp__registry"
 DOCUMENTS = "osp__documents"
+DOCUMENTS_KEY = "osp_documents"  # registry key naming the live document-registry collection
 _ALIAS = "alias."
 T = TypeVar("T")
 
@@ -285,6 +286,30 @@ class Store:
         meta["osp_updated"] = time.time()
         self._call(lambda: reg.modify(metadata=meta))
 
+    def update_registry(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Apply several registry changes (``None`` removes a key) in one metadata write.
+
+        Chroma's ``modify`` replaces the whole metadata map in one SQLite transaction, so
+        aliases, the document-registry pointer and the epoch flip together or not at all.
+        """
+        reg = self._registry()
+        meta = dict(reg.metadata or {})
+        for key, value in changes.items():
+            if value is None:
+                meta.pop(key, None)
+            else:
+                meta[key] = value
+        meta["osp_schema_version"] = SCHEMA_VERSION
+        meta["osp_updated"] = time.time()
+        _check_scalar_metadata(meta)
+        self._call(lambda: reg.modify(metadata=meta))
+        self._documents = None
+        return meta
+
+    def client_version(self) -> str:
+        """The chromadb library version of this process (the server's is ``version()``)."""
+        return str(getattr(self._chroma, "__version__", "unknown"))
+
     # ----------------------------------------------------------- document registry
 
     def documents(self) -> Collection:
@@ -298,9 +323,11 @@ class Store:
         """
         if self._documents is not None:
             return self._documents
+        # A restore builds a new registry collection and points the registry at it.
+        name = str(self.registry().get(DOCUMENTS_KEY, DOCUMENTS))
         col = self._call(
             lambda: self.client.get_or_create_collection(
-                DOCUMENTS,
+                name,
                 metadata={"osp_schema_version": SCHEMA_VERSION},
                 embedding_function=None,
             )
@@ -308,7 +335,48 @@ class Store:
         self._documents = Collection(self, col)
         return self._documents
 
+    def reset_handles(self) -> None:
+        """Forget cached collection handles (after a restore flipped the registry)."""
+        self._documents = None
+
     # ----------------------------------------------------------- disk
+
+    def sqlite_path(self) -> Path | None:
+        """Chroma's SQLite file (embedded mode only)."""
+        return Path(self.where) / "chroma.sqlite3" if self.mode == "embedded" else None
+
+    def vector_segment(self, collection_id: str) -> dict[str, Any] | None:
+        """Where the collection's HNSW segment lives and how far it was flushed (embedded only).
+
+        ``flushed_seq`` is the last log position persisted into the segment files (None when
+        the segment was never flushed: its vectors live in Chroma's log); ``log_min_seq`` is the
+        oldest log entry still kept for the collection. A flushed segment with missing files, or
+        a log that was purged past the flushed position, means vectors are lost.
+        """
+        path = self.sqlite_path()
+        if path is None:
+            return None
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            row = db.execute(
+                "SELECT id FROM segments WHERE collection = ? AND scope = 'VECTOR'",
+                (collection_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            seg = str(row[0])
+            flushed = db.execute("SELECT seq_id FROM max_seq_id WHERE segment_id = ?", (seg,))
+            flushed_row = flushed.fetchone()
+            log_min = db.execute(
+                "SELECT MIN(seq_id) FROM embeddings_queue WHERE topic LIKE ?",
+                (f"%{collection_id}",),
+            ).fetchone()
+        folder = Path(self.where) / seg
+        return {
+            "segment": seg,
+            "folder": folder,
+            "flushed_seq": int(flushed_row[0]) if flushed_row else None,
+            "log_min_seq": int(log_min[0]) if log_min and log_min[0] is not None else None,
+        }
 
     def collection_disk_bytes(self, collection_id: str) -> int | None:
         """Bytes of the collection's vector segment folder (embedded mode only)."""
