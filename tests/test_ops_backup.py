@@ -29,7 +29,9 @@ from osprag.ops.backup import (
 )
 
 CORPUS = Path(__file__).parents[1] / "examples" / "osp-corpus" / "kern"
-TEXTS = [f"Prüfanweisung {i}: Crimphöhe {0.7 + i / 100:.2f} mm, Auszugskraft messen" for i in range(12)]
+TEXTS = [
+    f"Prüfanweisung {i}: Crimphöhe {0.7 + i / 100:.2f} mm, Auszugskraft messen" for i in range(12)
+]
 
 
 def small_corpus(tmp_path: Path) -> Path:

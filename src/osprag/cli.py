@@ -589,6 +589,12 @@ def model_info(json_mode: bool) -> None:
         _out().print(f"[bold]backend[/] = {data['backend']}")
 
 
+from .cli_ops import COMMANDS as _OPS_COMMANDS  # noqa: E402 - needs the helpers above
+
+for _command in _OPS_COMMANDS:
+    cli.add_command(_command)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code instead of raising SystemExit (for in-process use)."""
     try:

@@ -194,9 +194,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_archive(
-    target: Path, staging: Path, manifest: dict[str, Any], key: bytes | None
-) -> None:
+def write_archive(target: Path, staging: Path, manifest: dict[str, Any], key: bytes | None) -> None:
     """Tar ``manifest`` + the staged ``layers/*.jsonl`` into ``target`` (mode 0600, atomic)."""
     members = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*.jsonl"))
     manifest["files"] = {
@@ -271,8 +269,7 @@ def _check_member(info: tarfile.TarInfo, files: dict[str, Any], seen: set[str]) 
         raise BackupInvalid(f"archive member {name!r} is not listed in the manifest")
     if info.size != files[name]["size"] or info.size > MAX_MEMBER:
         raise BackupInvalid(
-            f"archive member {name!r} is {info.size} bytes, the manifest says "
-            f"{files[name]['size']}"
+            f"archive member {name!r} is {info.size} bytes, the manifest says {files[name]['size']}"
         )
 
 

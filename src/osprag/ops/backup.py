@@ -41,9 +41,7 @@ from osprag.ops import archive, swap
 from osprag.ops.transfer import ImportReport, LayerFile, replace_layers, write_layer
 
 _TAG = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
-_NAME = re.compile(
-    r"^osp-(\d{8}T\d{6}Z)(?:-([A-Za-z0-9_-]{1,40}))?(?:\.(\d+))?\.tar\.gz(\.enc)?$"
-)
+_NAME = re.compile(r"^osp-(\d{8}T\d{6}Z)(?:-([A-Za-z0-9_-]{1,40}))?(?:\.(\d+))?\.tar\.gz(\.enc)?$")
 Progress = Callable[[int], None]
 
 
@@ -129,8 +127,9 @@ def create_backup(
             reports = {}
             for layer in kb.settings.ordered_layers():
                 with open(
-                    os.open(layers_dir / f"{layer}.jsonl", os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                            0o600),
+                    os.open(
+                        layers_dir / f"{layer}.jsonl", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600
+                    ),
                     "wb",
                 ) as fh:
                     reports[layer] = write_layer(kb, layer, fh)

@@ -32,9 +32,7 @@ def current_epoch(store: Store) -> int:
     return int(store.registry().get(EPOCH_KEY, 0))
 
 
-def flip(
-    store: Store, aliases: Mapping[str, str | None], documents: str | None = None
-) -> int:
+def flip(store: Store, aliases: Mapping[str, str | None], documents: str | None = None) -> int:
     """Point layers (``None`` = no collection) and optionally the document registry at new
     collections and bump the epoch, in one registry write. Returns the new epoch.
 
@@ -80,9 +78,7 @@ def create_layer_collection(
 
 def create_documents_collection(store: Store) -> Collection:
     name = unique_name(store, DOCUMENTS)
-    return store.create_collection(
-        name, {"osp_schema_version": 1}, IndexConfig("l2", 16, 100, 100)
-    )
+    return store.create_collection(name, {"osp_schema_version": 1}, IndexConfig("l2", 16, 100, 100))
 
 
 def live_documents_name(store: Store) -> str:

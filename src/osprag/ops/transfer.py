@@ -656,8 +656,9 @@ def import_file(
         lf.header.layer = target
         lf.header.raw["layer"] = target
     if replace:
-        _epoch, reports = replace_layers(kb, [_Retarget(lf, target)], reembed=reembed,
-                                         progress=progress)
+        _epoch, reports = replace_layers(
+            kb, [_Retarget(lf, target)], reembed=reembed, progress=progress
+        )
         return reports[0]
     started = time.perf_counter()
     redo = check_identity(kb, lf, reembed)
