@@ -204,7 +204,8 @@ def migrate(
         dst._checked.clear()
         swap.drop_quietly(
             dst.store,
-            [old[x] for x in names if x in old and old[x] != aliases.get(x)] + [old_docs],
+            [old[x] for x in names if x in old and old[x] != aliases.get(x)]
+            + [n for n in [old_docs] if n != docs.name],
         )
         dst.rebuild_lexical(names)
         for result in report.layers:

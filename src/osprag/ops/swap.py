@@ -77,6 +77,9 @@ def create_layer_collection(
 
 
 def create_documents_collection(store: Store) -> Collection:
+    """A new document-registry collection beside the live one (which is created first if it
+    never existed, so the two can never share a name)."""
+    store.documents()
     name = unique_name(store, DOCUMENTS)
     return store.create_collection(name, {"osp_schema_version": 1}, IndexConfig("l2", 16, 100, 100))
 

@@ -614,7 +614,9 @@ def replace_layers(
     for layer in layers:
         kb._cols.pop(layer, None)
         kb._checked.discard(layer)
-    swap.drop_quietly(kb.store, [old[x] for x in layers if x in old] + [old_docs])
+    swap.drop_quietly(
+        kb.store, [old[x] for x in layers if x in old] + [n for n in [old_docs] if n != docs.name]
+    )
     kb.rebuild_lexical(layers)
     seconds = time.perf_counter() - started
     reports = [
