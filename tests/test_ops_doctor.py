@@ -134,3 +134,40 @@ def test_invalid_settings_and_unreachable_server(tmp_path: Path) -> None:
     report = run_doctor(lambda: base_settings(tmp_path, chroma_url="http://127.0.0.1:9", retries=0))
     check = next(c for c in report.checks if c.name == "chroma")
     assert check.status == "fail" and "127.0.0.1:9" in check.detail and check.remedy
+
+
+def test_repair_rebuilds_a_torn_layer(
+    flushed_store: Path, tmp_path: Path, embedder: Embedder
+) -> None:
+    """Vectors of the torn segment come back from the last backup (and, for records added
+    after it, from the embedding cache); missing ones are refused unless accepted."""
+    from osprag.errors import StoreError
+    from osprag.ops.repair import repair_layer
+
+    root = tmp_path / "repair"
+    shutil.copytree(flushed_store, root)
+    s = base_settings(root, storage="embedded")
+    with KnowledgeBase.open(s, embedder=embedder) as kb:
+        create_backup(kb)
+        kb.add("kern", ["nach dem Backup hinzugefügt"], ids=["late"])  # cached, not backed up
+        col = kb.collection_for("kern")
+        assert col is not None
+        want = col.get(ids=["r5", "late"], include=["embeddings"])
+    s = _damaged(root.parent / "repair", tmp_path, "truncated", embedder)
+    with KnowledgeBase.open(s, embedder=embedder) as kb:
+        report = repair_layer(kb, "kern")
+        assert report.flipped and report.lost == []
+        assert report.from_backup == 1200 and report.from_cache == 1
+        assert report.backup is not None
+        got = kb.collection_for("kern").get(ids=["r5", "late"], include=["embeddings"])  # type: ignore[union-attr]
+        assert np.allclose(np.asarray(got["embeddings"]), np.asarray(want["embeddings"]), atol=1e-7)
+    status = _status(run_doctor(lambda: s, embedder_factory=lambda _: embedder))
+    assert status["index:kern"] == "ok" and status["lexical:kern"] == "ok"
+    # without backup and cache, vectors are lost: refused unless accepted
+    bare = _damaged(flushed_store, tmp_path / "bare", "truncated", embedder)
+    with KnowledgeBase.open(
+        bare.model_copy(update={"backup_dir": tmp_path / "none"}), embedder=embedder
+    ) as kb:
+        with pytest.raises(StoreError, match="cannot be recovered"):
+            repair_layer(kb, "kern")
+        assert kb.count("kern") == 1200  # unchanged

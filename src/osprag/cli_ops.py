@@ -352,4 +352,40 @@ def doctor_cmd(json_mode: bool) -> None:
     click.get_current_context().exit(report.exit_code)
 
 
-COMMANDS = (backup, export_cmd, import_cmd, migrate_cmd, doctor_cmd)
+@click.command("repair")
+@click.argument("layer")
+@click.option("--reembed", is_flag=True, help="embed texts whose vector is nowhere else")
+@click.option("--accept-loss", is_flag=True, help="rebuild even if some vectors are lost")
+@_key_option
+@_json_option
+def repair_cmd(
+    layer: str, reembed: bool, accept_loss: bool, key_file: Path | None, json_mode: bool
+) -> None:
+    """Rebuild a layer with a torn or missing vector index (cache, backup, re-embedding)."""
+    from .ops.repair import repair_layer
+
+    _state(json_mode)
+    key = _key(key_file)
+    with _writer() as kb, _bar(json_mode) as bar:
+        task = bar.add_task(f"repair {layer}", total=None)
+        report = repair_layer(
+            kb,
+            layer,
+            key=key,
+            reembed=reembed,
+            accept_loss=accept_loss,
+            progress=lambda n: bar.advance(task, n),
+        )
+    if json_mode:
+        _emit(report.to_dict())
+        return
+    click.echo(
+        f"repair ok: {layer} records={report.records} from_cache={report.from_cache} "
+        f"from_backup={report.from_backup} reembedded={report.reembedded} "
+        f"lost={len(report.lost)} backup={report.backup or '-'} epoch={report.epoch}"
+    )
+    for rid in report.lost[:20]:
+        _out().print(f"lost: {rid}")
+
+
+COMMANDS = (backup, export_cmd, import_cmd, migrate_cmd, doctor_cmd, repair_cmd)
