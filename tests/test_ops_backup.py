@@ -315,3 +315,48 @@ def test_prune_keeps_daily_and_weekly(tmp_path: Path) -> None:
     ]
     assert report.freed_bytes == 30
     assert [b.created for b in list_backups(settings)][0] == "2026-01-22T02:00:00Z"
+
+
+def test_cli_backup_exit_codes_and_log_lines(tmp_path: Path, embedder: Embedder) -> None:
+    """cron-facing behaviour: one `backup ok:` line; a held lock is exit 8 naming the holder;
+    restore without --yes is exit 4 and changes nothing; list/verify/prune as JSON."""
+    from click.testing import CliRunner
+
+    from osprag.cli import cli
+
+    s = Settings(
+        data_dir=tmp_path / "data",
+        cache_dir=tmp_path / "cache",
+        backup_dir=tmp_path / "b",
+        embedding_backend="torch",
+    )
+    env = {
+        "OSP_DATA_DIR": str(s.data_dir),
+        "OSP_BACKUP_DIR": str(s.backup_dir),
+        "OSP_CACHE_DIR": str(s.cache_dir),
+        "OSP_EMBEDDING_BACKEND": "torch",
+    }
+    run = CliRunner().invoke
+    holder = KnowledgeBase.open(s, embedder=embedder)
+    holder.add("kern", ["Crimphöhe"], ids=["a"])
+    locked = run(cli, ["backup", "create", "--wait", "0.2"], env=env)
+    assert locked.exit_code == 8 and "pid" in locked.output
+    holder.close()
+    ok = run(cli, ["-q", "backup", "create", "--tag", "nightly"], env=env)
+    assert ok.exit_code == 0, ok.output
+    assert ok.output.startswith("backup ok: ") and "kern=1" in ok.output
+    path = ok.output.split()[2]
+    refused = run(cli, ["backup", "restore", path], env=env)
+    assert refused.exit_code == 4 and "--yes" in refused.output
+    listed = json.loads(run(cli, ["backup", "list", "--json"], env=env).output)
+    assert [b["tag"] for b in listed] == ["nightly"] and listed[0]["counts"]["kern"] == 1
+    verified = json.loads(run(cli, ["backup", "verify", path, "--json"], env=env).output)
+    assert verified["ok"] is True
+    pruned = json.loads(
+        run(
+            cli, ["backup", "prune", "--keep-daily", "1", "--keep-weekly", "0", "--json"], env=env
+        ).output
+    )
+    assert pruned["deleted"] == [] and len(pruned["kept"]) == 1
+    bad = run(cli, ["backup", "create", "--tag", "../x"], env=env)
+    assert bad.exit_code == 4

@@ -122,6 +122,7 @@ def run_doctor(
         if settings.effective_storage == "embedded":
             _check_sqlite(report, store)
         _check_disk(report, settings)
+        _check_memory(report)
         _check_backups(report, settings)
     finally:
         store.close()
@@ -284,8 +285,8 @@ def _check_index(
                 name,
                 "fail",
                 problem,
-                f"restore the layer from a verified backup: osp backup restore ARCHIVE --layer "
-                f"{layer} (stop other writers first)",
+                f"osp repair {layer} (vectors from the cache or the last backup), or "
+                f"osp backup restore ARCHIVE --layer {layer} --yes (stop other writers first)",
             )
             return
     if count == 0:
@@ -302,7 +303,7 @@ def _check_index(
             name,
             "fail",
             f"loading the vector index failed: {exc.message}",
-            f"osp backup restore ARCHIVE --layer {layer}",
+            f"osp repair {layer}, or osp backup restore ARCHIVE --layer {layer} --yes",
         )
         return
     report.add(name, "ok", "vector index loads and answers")
@@ -346,6 +347,40 @@ def _check_disk(report: DoctorReport, settings: Settings) -> None:
         report.add("disk", "warn", detail, "free space: a restore needs about 2x the data size")
     else:
         report.add("disk", "ok", detail)
+
+
+def _proc_kb(path: str, key: str) -> int | None:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+# A query/ingest process peaks at ~0.9 GB with torch and about half with ONNX
+# (docs/benchmarks.md); below this much available memory the next one may be killed.
+MEMORY_BUDGET_MB = 1024
+
+
+def _check_memory(report: DoctorReport) -> None:
+    """Peak RSS of this process (VmHWM) against the memory still available to the next one."""
+    peak = _proc_kb("/proc/self/status", "VmHWM")
+    available = _proc_kb("/proc/meminfo", "MemAvailable")
+    if peak is None or available is None:
+        return
+    detail = f"this process peaked at {peak / 1024:.0f} MB; {available / 1024:.0f} MB available"
+    if available / 1024 < MEMORY_BUDGET_MB:
+        report.add(
+            "memory",
+            "warn",
+            detail,
+            f"a query or ingest process needs up to ~{MEMORY_BUDGET_MB} MB (torch); use the "
+            "ONNX backend (osp model export) or free memory",
+        )
+    else:
+        report.add("memory", "ok", detail)
 
 
 def _check_backups(report: DoctorReport, settings: Settings) -> None:
