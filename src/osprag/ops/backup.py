@@ -166,7 +166,7 @@ def create_backup(
                 "identity": lf.header.raw.get("identity"),
                 "index": lf.header.raw.get("index"),
             }
-        archive.write_archive(target, staging, manifest, key)
+        digest = archive.write_archive(target, staging, manifest, key)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     info = BackupInfo(
@@ -177,7 +177,7 @@ def create_backup(
         encrypted=key is not None,
         counts={k: v["count"] for k, v in manifest["layers"].items()},
         documents={k: v["documents"] for k, v in manifest["layers"].items()},
-        sha256=archive.sha256_file(target),
+        sha256=digest,
         seconds=time.perf_counter() - started,
         attempts=attempt,
     )
