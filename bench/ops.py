@@ -55,7 +55,8 @@ elif op == "export":
     with KnowledgeBase.open(s) as kb:
         result["bytes"] = export_layer(kb, "kern", out).bytes
 elif op == "import":
-    from osprag.ops.transfer import LayerFile, replace_layers
+    from osprag.ops.transfer import LayerFile
+    from osprag.ops.importer import replace_layers
     from osprag.embedding import create_embedder
     with KnowledgeBase.open(s) as kb:
         lf = LayerFile(out).scan()

@@ -84,8 +84,15 @@ def _restore_cmd(archive: Path, s: Settings, failpoints: str | None) -> subproce
 
 
 def _state(s: Settings, embedder: Embedder) -> dict[str, Any]:
+    """The store's state; the lexical leg must agree with it (never the other state's)."""
     with KnowledgeBase.open(s, embedder=embedder) as kb:
-        return snapshot(kb)
+        state = snapshot(kb)
+        for layer in ("kern", "erweitert"):
+            ids = {r[0] for r in state[layer] or []}
+            hits = kb.lexical_for([layer]).search("Crimphöhe Lieferant Text", layers=[layer], k=50)
+            assert {h.id for h in hits} <= ids
+            assert kb.lexical.count(layer) == len(ids)
+        return state
 
 
 def test_restore_killed_leaves_old_or_new(two_states: dict[str, Any], embedder: Embedder) -> None:

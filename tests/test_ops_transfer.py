@@ -19,8 +19,9 @@ from osprag.embedding import Embedder
 from osprag.errors import ExportInvalid, InvalidInput
 from osprag.failpoints import EXIT_CODE
 from osprag.ops import swap
+from osprag.ops.importer import import_file
 from osprag.ops.migrate import migrate
-from osprag.ops.transfer import export_layer, import_file
+from osprag.ops.transfer import export_layer
 
 from .conftest import base_settings
 from .test_ops_backup import TEXTS, fill, same, snapshot

@@ -255,7 +255,7 @@ def import_cmd(
     file: Path, layer: str | None, replace: bool, reembed: bool, json_mode: bool
 ) -> None:
     """Import a layer file (merge by id; --replace swaps the whole layer). Idempotent."""
-    from .ops.transfer import import_file
+    from .ops.importer import import_file
 
     _state(json_mode)
     with _writer() as kb, _bar(json_mode) as bar:

@@ -38,7 +38,8 @@ from osprag.config import Settings
 from osprag.errors import BackupInvalid, InvalidInput, StoreError
 from osprag.knowledge_base import KnowledgeBase
 from osprag.ops import archive, swap
-from osprag.ops.transfer import ImportReport, LayerFile, replace_layers, write_layer
+from osprag.ops.importer import ImportReport, check_identity, replace_layers
+from osprag.ops.transfer import LayerFile, write_layer
 
 _TAG = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 _NAME = re.compile(r"^osp-(\d{8}T\d{6}Z)(?:-([A-Za-z0-9_-]{1,40}))?(?:\.(\d+))?\.tar\.gz(\.enc)?$")
@@ -120,6 +121,7 @@ def create_backup(
     while target.exists():  # two backups in one second
         n += 1
         target = target_dir / f"{stem}.{n}{suffix}"
+    _sweep(target_dir)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target_dir))
     try:
         layers_dir = _private_dir(staging / "layers")
@@ -183,6 +185,23 @@ def create_backup(
     )
     _write_sidecar(target, info)
     return info
+
+
+def _sweep(folder: Path, older_than: float = 6 * 3600) -> None:
+    """Remove work files of killed runs (staging dirs, partial archives) after a while."""
+    cutoff = time.time() - older_than
+    for path in folder.glob(".*"):
+        if not path.name.startswith((".staging-", ".restore-", ".verify-", ".osp-")):
+            continue
+        try:
+            if path.stat().st_mtime > cutoff:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink()
+        except OSError:
+            pass
 
 
 def _sidecar(path: Path) -> Path:
@@ -408,7 +427,6 @@ def restore_backup(
         if missing:
             raise BackupInvalid(f"archive {path.name} has no layer(s) {missing}")
         files = _scan_layers(extracted, path.name, {x: available[x] for x in chosen})
-        from osprag.ops.transfer import check_identity
 
         for lf in files:
             check_identity(kb, lf, reembed)

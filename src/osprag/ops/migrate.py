@@ -35,7 +35,8 @@ from osprag.failpoints import failpoint
 from osprag.knowledge_base import KnowledgeBase
 from osprag.ops import swap
 from osprag.ops.backup import backup_dir
-from osprag.ops.transfer import PAGE, copy_documents_except, iter_documents
+from osprag.ops.importer import copy_documents_except
+from osprag.ops.transfer import PAGE, iter_documents
 from osprag.store import Collection
 
 
@@ -197,6 +198,8 @@ def migrate(
             raise
         old = dst.store.aliases()
         old_docs = swap.live_documents_name(dst.store)
+        for layer in names:
+            dst.lexical.clear(layer)  # rebuilt below, or by the next query if killed first
         report.epoch = swap.flip(dst.store, aliases, documents=docs.name)
         checkpoint.clear()
         dst.store.reset_handles()

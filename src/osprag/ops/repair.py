@@ -197,6 +197,7 @@ def repair_layer(
         if cache is not None:
             cache.close()
         shutil.rmtree(work, ignore_errors=True)
+    kb.lexical.clear(layer)  # rebuilt below, or by the next query if killed first
     report.epoch = swap.flip(kb.store, {layer: new.name})
     report.flipped, report.collection = True, new.name
     kb._cols.pop(layer, None)
