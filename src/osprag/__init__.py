@@ -4,11 +4,13 @@ from .config import LayerConfig, Settings, load_settings
 from .embedding import Embedder, ModelIdentity
 from .errors import (
     AccessDenied,
+    BackupInvalid,
     ConfigError,
     DimensionMismatch,
     DuplicateId,
     EmbeddingError,
     EmbeddingMismatch,
+    ExportInvalid,
     InvalidFilter,
     InvalidInput,
     InvalidMetadata,
@@ -29,12 +31,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AccessDenied",
+    "BackupInvalid",
     "ConfigError",
     "DimensionMismatch",
     "DuplicateId",
     "Embedder",
     "EmbeddingError",
     "EmbeddingMismatch",
+    "ExportInvalid",
     "Hit",
     "InvalidFilter",
     "InvalidInput",
