@@ -6,7 +6,10 @@ the lock is in the archive, none after it. Reads go on. In server mode there is 
 processes; the export reads chunks, then the document pointers, and checks every ingested
 document's pointer against the chunks it captured for that revision. A document rewritten
 meanwhile fails that check and the export is retried (``attempts``), so no document is ever
-partial in an archive; when writers never pause, the backup fails instead of lying.
+partial in an archive; when writers never pause, the backup fails instead of lying. Chroma
+pages by offset, so a concurrent delete can make a page skip a record: for ingested chunks
+that breaks a document's count (retry); plain ``add`` records have no such check, so a server
+backup that must hold those needs writers paused (docs/operations.md).
 
 Why not copy Chroma's files: with a process attached, chromadb 1.x keeps up to 1,000 writes per
 HNSW segment only in its log and memory, SQLite is not in WAL mode, and a torn segment makes
