@@ -1,0 +1,107 @@
+"""A customer-editable glossary of abbreviations and synonyms that expands lexical queries.
+
+The file is TOML; each ``[[group]]`` lists terms that mean the same thing (an optional
+``weight`` in (0, 1] scales that group's expansions)::
+
+    [[group]]
+    terms = ["EMPB", "Erstmusterprüfbericht", "PPF", "PPAP"]
+
+A query that contains one term of a group (case-insensitive, as a whole token: ``i.O.`` does
+not match inside ``n.i.O.``) is expanded with the group's other terms, in the lexical leg only
+(the dense leg sees synonyms by itself), at ``glossary_weight`` of an original query term so an
+expansion never outweighs what the user typed.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from osprag.errors import ConfigError
+
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / "data" / "glossary.toml"
+_HINT = 'each [[group]] needs terms = ["ABK", "Langform", ...] (at least two strings)'
+
+
+@dataclass(frozen=True)
+class Glossary:
+    groups: tuple[tuple[tuple[str, ...], float], ...]
+    source: str
+
+    def __post_init__(self) -> None:
+        patterns = []
+        for gi, (terms, _) in enumerate(self.groups):
+            for term in terms:
+                patterns.append((len(term), gi, term))
+        patterns.sort(reverse=True)  # longest first: "n.i.O." before "i.O."
+        alternation = "|".join(
+            f"(?P<g{gi}_{i}>{re.escape(term)})" for i, (_, gi, term) in enumerate(patterns)
+        )
+        regex = re.compile(rf"(?<![\w.])(?:{alternation})(?![\w])", re.IGNORECASE)
+        object.__setattr__(self, "_regex", regex if patterns else None)
+
+    def expansions(self, text: str, weight: float) -> dict[str, float]:
+        """Other terms of every group the query mentions → their weight."""
+        regex: re.Pattern[str] | None = self.__dict__["_regex"]
+        if regex is None:
+            return {}
+        lowered = text.casefold()
+        out: dict[str, float] = {}
+        for match in regex.finditer(text):
+            name = match.lastgroup or ""
+            terms, group_weight = self.groups[int(name[1:].split("_")[0])]
+            for term in terms:
+                if term.casefold() not in lowered:
+                    out[term] = max(out.get(term, 0.0), weight * group_weight)
+        return out
+
+
+def parse_glossary(data: Mapping[str, Any], source: str) -> Glossary:
+    unknown = sorted(set(data) - {"group"})
+    if unknown:
+        raise ConfigError(f"glossary {source}: unknown key(s) {', '.join(unknown)}", hint=_HINT)
+    groups_raw = data.get("group", [])
+    if not isinstance(groups_raw, list):
+        raise ConfigError(f"glossary {source}: 'group' must be a list of tables", hint=_HINT)
+    groups = []
+    for i, group in enumerate(groups_raw, 1):
+        where = f"glossary {source}: group {i}"
+        if not isinstance(group, dict) or set(group) - {"terms", "weight"}:
+            raise ConfigError(f"{where} may only have 'terms' and 'weight'", hint=_HINT)
+        terms = group.get("terms")
+        if (
+            not isinstance(terms, list)
+            or len(terms) < 2
+            or not all(isinstance(t, str) and t.strip() for t in terms)
+        ):
+            raise ConfigError(f"{where}: terms must be a list of at least two strings", hint=_HINT)
+        weight = group.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 1:
+            raise ConfigError(f"{where}: weight must be a number in (0, 1], got {weight!r}")
+        groups.append((tuple(dict.fromkeys(t.strip() for t in terms)), float(weight)))
+    return Glossary(tuple(groups), source)
+
+
+def load_glossary(path: Path | None) -> Glossary:
+    """The glossary at ``path`` (default: the shipped one) or one ``ConfigError``."""
+    path = path or DEFAULT_PATH
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"glossary file {path} does not exist", hint="fix OSP_GLOSSARY_PATH"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"glossary file {path} cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"glossary file {path} is not valid TOML: {exc}", hint=_HINT) from None
+    return parse_glossary(data, str(path))
