@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .generations import Generation, GenerationStore
@@ -43,6 +44,7 @@ class Freshness:
         self._last_check = float("-inf")
         self._compacted_at = float("-inf")
         self.stats: dict[str, int] = {"catch_ups": 0, "applied": 0, "rebuilds": 0, "skipped": 0}
+        self._executor: ThreadPoolExecutor | None = None
         self.memo: dict[str, Any] = {}
         """Values derived per generation by other modules (e.g. the tag/validity view)."""
 
@@ -92,44 +94,67 @@ class Freshness:
                 return
             started = now_us()
             checked = time.monotonic()
+            known = self.gens.epoch()
+            # server: read the log for the known epoch while the epoch itself is read (two
+            # round trips in the time of one); a changed epoch discards the log answer
+            pending = self._pool().submit(self._recent, known, started) if self.server else None
             epoch = self.kb.store.epoch()
-            if epoch != self.gens.epoch():
+            recent = pending.result() if pending is not None else None
+            if epoch != known:
                 log.warning(
                     "store epoch changed (%d → %d, a restore): dropping caches, rebuilding the "
                     "lexical index",
                     self.gens.epoch(),
                     epoch,
                 )
-                self._rebuild_all(started)
+                self._rebuild_all(started, epoch)
                 self.gens.set_epoch(epoch)
             elif self.server:
-                self._read_log(epoch, started)
+                self._read_log(epoch, started, recent)
             self.stats["catch_ups"] += 1
             self._last_check = checked
 
-    def _rebuild_all(self, started: int) -> None:
+    def _rebuild_all(self, started: int, epoch: int) -> None:
         kb = self.kb
         kb._cols.clear()
         kb._checked.clear()
         kb._lexical_checked.clear()
         kb.store.forget_handles()
         self._log = None
+        # Entries already in the log describe writes that completed before the rebuild reads
+        # Chroma: the rebuild reflects them, so they count as applied.
+        covered: list[LogEntry] = []
+        if self.server:
+            lookback = int(self.kb.settings.writelog_lookback * 1e6)
+            covered = self.log.since(started - lookback, epoch)
         layers = kb.settings.ordered_layers()
         kb.rebuild_lexical(layers)
         self.gens.reset_log_state(started)
+        self.gens.mark_seen([(e.id, e.ts) for e in covered])
         self.gens.bump(layers)
         self.stats["rebuilds"] += 1
 
-    def _read_log(self, epoch: int, started: int) -> None:
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="osp-fresh")
+        return self._executor
+
+    def _recent(self, epoch: int, started: int) -> list[LogEntry] | None:
+        """Log entries to look at, or None when the log cannot be trusted (rebuild instead)."""
         s = self.kb.settings
         lookback = int(s.writelog_lookback * 1e6)
         cursor = self.gens.cursor()
         if cursor is None or started - cursor > int(s.writelog_horizon * 1e6) - lookback:
             if cursor is not None:
                 log.warning("write log: last catch-up is older than the log's horizon; rebuilding")
-            self._rebuild_all(started)
+            return None
+        return self.log.since(cursor - lookback, epoch)
+
+    def _read_log(self, epoch: int, started: int, entries: list[LogEntry] | None) -> None:
+        if entries is None:
+            self._rebuild_all(started, epoch)
             return
-        entries = self.log.since(cursor - lookback, epoch)
+        lookback = int(self.kb.settings.writelog_lookback * 1e6)
         fresh = set(self.gens.unseen([e.id for e in entries]))
         todo = [e for e in entries if e.id in fresh]
         if todo:
@@ -181,4 +206,7 @@ class Freshness:
                 kb.lexical.delete(layer, gone)
 
     def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
         self.gens.close()
