@@ -8,8 +8,9 @@ The file is TOML; each ``[[group]]`` lists terms that mean the same thing (an op
 
 A query that contains one term of a group (case-insensitive, as a whole token: ``i.O.`` does
 not match inside ``n.i.O.``) is expanded with the group's other terms, in the lexical leg only
-(the dense leg sees synonyms by itself), at ``glossary_weight`` of an original query term so an
-expansion never outweighs what the user typed.
+(the dense leg sees synonyms by itself). A matched group's expansions share ``glossary_weight``
+(and within one expansion its terms share that expansion's part), so all expansions of a term
+together weigh less than the term the user typed.
 """
 
 from __future__ import annotations
@@ -38,30 +39,31 @@ class Glossary:
     source: str
 
     def __post_init__(self) -> None:
-        patterns = []
+        groups_of: dict[str, list[int]] = {}
         for gi, (terms, _) in enumerate(self.groups):
             for term in terms:
-                patterns.append((len(term), gi, term))
-        patterns.sort(reverse=True)  # longest first: "n.i.O." before "i.O."
-        alternation = "|".join(
-            f"(?P<g{gi}_{i}>{re.escape(term)})" for i, (_, gi, term) in enumerate(patterns)
-        )
+                groups_of.setdefault(term.casefold(), []).append(gi)
+        # longest first, so "n.i.O." wins over "i.O." at the same place
+        alternation = "|".join(re.escape(t) for t in sorted(groups_of, key=len, reverse=True))
         regex = re.compile(rf"(?<![\w.])(?:{alternation})(?![\w])", re.IGNORECASE)
-        object.__setattr__(self, "_regex", regex if patterns else None)
+        object.__setattr__(self, "_regex", regex if groups_of else None)
+        object.__setattr__(self, "_groups_of", groups_of)
 
     def expansions(self, text: str, weight: float) -> dict[str, float]:
         """Other terms of every group the query mentions → their weight."""
         regex: re.Pattern[str] | None = self.__dict__["_regex"]
         if regex is None:
             return {}
+        groups_of: dict[str, list[int]] = self.__dict__["_groups_of"]
         lowered = text.casefold()
         out: dict[str, float] = {}
         for match in regex.finditer(text):
-            name = match.lastgroup or ""
-            terms, group_weight = self.groups[int(name[1:].split("_")[0])]
-            for term in terms:
-                if term.casefold() not in lowered:
-                    out[term] = max(out.get(term, 0.0), weight * group_weight)
+            for gi in groups_of[match.group(0).casefold()]:
+                terms, group_weight = self.groups[gi]
+                others = [t for t in terms if t.casefold() not in lowered]
+                for term in others:  # the group's expansions share its weight
+                    share = weight * group_weight / len(others)
+                    out[term] = max(out.get(term, 0.0), share)
         return out
 
 

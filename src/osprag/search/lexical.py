@@ -220,8 +220,8 @@ class LexicalIndex:
 
         ``where`` has Chroma's semantics and is applied before the top k are taken. Chunks that
         share no term with the query are never returned, so fewer than k hits is possible.
-        ``expansions`` (text → weight, e.g. glossary synonyms) add terms at that fraction of a
-        query term's weight; a term the query has itself keeps its own weight.
+        ``expansions`` (text → weight, e.g. glossary synonyms) add each text's terms, together
+        weighing that fraction of one query term; a term the query has itself keeps its weight.
         """
         if k < 1:
             raise InvalidInput(f"k must be at least 1, got {k}")
@@ -423,9 +423,10 @@ def _expand(analyzer: Analyzer, terms: QueryTerms, expansions: Mapping[str, floa
     for text, factor in expansions.items():
         for lang, weights in analyzer.query(text).by_language.items():
             base = merged.setdefault(lang, {})
+            total = sum(weights.values()) or 1.0  # an expansion weighs ``factor`` in all
             for term, weight in weights.items():
                 if term not in terms.by_language.get(lang, {}):
-                    base[term] = max(base.get(term, 0.0), weight * factor)
+                    base[term] = max(base.get(term, 0.0), factor * weight / total)
     return QueryTerms(merged)
 
 
