@@ -166,3 +166,32 @@ def test_log_entries_are_unique_ordered_split_and_compacted(kb: KnowledgeBase) -
     assert a.since(0, 1) == []  # another epoch
     assert a.compact(second[0].ts) == 3
     assert [e.id for e in a.since(0, 0)] == [second[0].id]
+
+
+def test_a_process_behind_the_horizon_rebuilds(kb: KnowledgeBase, other: KnowledgeBase) -> None:
+    kb.add("kern", ["Wareneingangsprüfung AQL"], ids=["w1"])
+    assert _ids(other, "Wareneingangsprüfung") == ["w1"]
+    if kb.settings.effective_storage != "server":
+        pytest.skip("embedded mode has no log: the writer updates the shared index itself")
+    rebuilds = other.freshness.stats["rebuilds"]
+    other.freshness.gens.set_cursor(1)  # last caught up in 1970: the log may have lost entries
+    kb.delete_ids("kern", ["w1"])
+    assert _ids(other, "Wareneingangsprüfung") == []
+    assert other.freshness.stats["rebuilds"] == rebuilds + 1
+
+
+def test_freshness_interval_trades_staleness_for_round_trips(
+    kb: KnowledgeBase, other: KnowledgeBase
+) -> None:
+    other.settings = other.settings.model_copy(update={"freshness_interval": 3600.0})
+    kb.add("kern", ["Messsystemanalyse Verfahren 1"], ids=["m1"])
+    other.catch_up(force=True)
+    assert _ids(other, "Messsystemanalyse") == ["m1"]
+    kb.delete_ids("kern", ["m1"])
+    if kb.settings.effective_storage == "server":
+        # within the interval the other machine does not ask the server: its cached answer
+        # is served, stale (the documented price of OSP_FRESHNESS_INTERVAL > 0)
+        assert _ids(other, "Messsystemanalyse") == ["m1"]
+        other.catch_up(force=True)
+    # embedded: the generation file is shared, so the reader sees the write at once
+    assert _ids(other, "Messsystemanalyse") == []
