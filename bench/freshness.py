@@ -8,7 +8,7 @@ dir, so its own lexical index, caught up through the write log). Measured on B, 
 - a catch-up that applies one remote write of one chunk;
 - a lexical query with the cache off (the catch-up is part of it) and a cache hit.
 
-Corpus: the GermanQuAD dev paragraphs (474) in one layer.
+Corpus: the GermanQuAD dev paragraphs (474) split over both layers.
 
     .venv/bin/python bench/freshness.py [--rounds 200] [--chroma-url URL]
 
@@ -78,7 +78,9 @@ def measure(
         common.update(chroma_url=url, chroma_database=f"b_{uuid.uuid4().hex[:8]}")
     a_settings = Settings(storage=mode, cache_dir=tmp / f"{mode}-a", **common)  # type: ignore[arg-type]
     a = KnowledgeBase.open(a_settings, embedder=embedder)
-    a.add("kern", [d["text"] for d in corpus], ids=[d["_id"] for d in corpus])
+    half = len(corpus) // 2
+    for layer, docs in (("kern", corpus[:half]), ("erweitert", corpus[half:])):
+        a.add(layer, [d["text"] for d in docs], ids=[d["_id"] for d in docs])
     b_settings = a_settings.model_copy(update={"cache_dir": tmp / f"{mode}-b"})
     b = KnowledgeBase.open(b_settings, embedder=embedder, read_only=mode == "embedded")
     b.query("warm up", mode="lexical")
