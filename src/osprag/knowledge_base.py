@@ -801,6 +801,7 @@ class KnowledgeBase:
 
     def new_epoch(self) -> int:
         """After a restore replaced the store's contents: every process drops its caches."""
+        self._require_writable()
         epoch = self.store.bump_epoch()
         self.catch_up(force=True)
         return epoch
