@@ -92,6 +92,10 @@ class Freshness:
             if not force and interval > 0 and time.monotonic() - self._last_check < interval:
                 self.stats["skipped"] += 1
                 return
+            if not force and self._sole_writer() and self.stats["catch_ups"]:
+                # holding the data-dir lock: nobody else can write or restore this store
+                self.stats["skipped"] += 1
+                return
             started = now_us()
             checked = time.monotonic()
             known = self.gens.epoch()
@@ -113,6 +117,9 @@ class Freshness:
                 self._read_log(epoch, started, recent)
             self.stats["catch_ups"] += 1
             self._last_check = checked
+
+    def _sole_writer(self) -> bool:
+        return not self.server and self.kb._lock is not None
 
     def _rebuild_all(self, started: int, epoch: int) -> None:
         kb = self.kb
