@@ -108,3 +108,12 @@ def test_routing_respects_clearance_and_the_setting(qm: KnowledgeBase) -> None:
     qm.settings = qm.settings.model_copy(update={"tag_routing": False})
     hits = qm.query("[QM] Prüfanweisung", mode="lexical", n_results=10).hits
     assert "ohne" in {h.id for h in hits}
+
+
+def test_a_batch_routes_each_query_on_its_own(qm: KnowledgeBase) -> None:
+    routed, plain = qm.query(
+        ["[QM] Prüfanweisung", "Prüfanweisung"], mode="lexical", n_results=10, include_history=True
+    )
+    assert {h.id for h in routed.hits} == {"aktiv", "obsolet"}
+    assert {h.id for h in plain.hits} == {"aktiv", "obsolet", "kuenftig", "ohne"}
+    assert (routed.query, plain.query) == ("[QM] Prüfanweisung", "Prüfanweisung")
