@@ -165,6 +165,16 @@ def stats(json_mode: bool) -> None:
         _show_stats(kb, json_mode, full=True)
 
 
+def _parse_layer_min(pairs: tuple[str, ...]) -> dict[str, int] | None:
+    out: dict[str, int] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise InvalidInput(f"--layer-min {pair!r} must look like kern=2")
+        out[name.strip()] = int(value)
+    return out or None
+
+
 def _show_stats(kb: KnowledgeBase, json_mode: bool, full: bool = False) -> None:
     rows = kb.stats()
     if json_mode:
@@ -173,6 +183,7 @@ def _show_stats(kb: KnowledgeBase, json_mode: bool, full: bool = False) -> None:
                 "storage": kb.store.mode,
                 "where": kb.store.where,
                 "layers": [r.to_dict() for r in rows],
+                **({"query_cache": kb.cache_stats()} if full else {}),
             }
         )
         return
@@ -189,6 +200,14 @@ def _show_stats(kb: KnowledgeBase, json_mode: bool, full: bool = False) -> None:
         disk = f"{r.disk_bytes / 1e6:.1f} MB" if r.disk_bytes is not None else "-"
         table.add_row(r.layer, r.collection or "(empty)", str(r.count), model, index, disk)
     _out().print(table)
+    if full:
+        c = kb.cache_stats()
+        _out().print(
+            f"query cache: {c['hits']} hits / {c['misses']} misses "
+            f"({c['hit_rate']:.0%}), {c['entries']}/{c['size']} entries, ttl {c['ttl_s']:g} s"
+            if c.get("enabled")
+            else "query cache: off"
+        )
     for r in rows:
         for w in r.warnings:
             _err().print(f"[yellow]warning[/]: layer {r.layer}: {w}")
@@ -241,6 +260,10 @@ def add(
     show_default=True,
     help="search as a principal with this clearance",
 )
+@click.option("--history", is_flag=True, help="include obsolete and not yet valid documents")
+@click.option("--no-tags", is_flag=True, help="do not turn [TAG] / TAG: into a filter")
+@click.option("--no-glossary", is_flag=True, help="do not expand abbreviations and synonyms")
+@click.option("--layer-min", multiple=True, help="LAYER=N: at least N hits from LAYER")
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable output")
 def query(
     text: tuple[str, ...],
@@ -251,6 +274,10 @@ def query(
     min_score: float | None,
     mode: str | None,
     clearance: int,
+    history: bool,
+    no_tags: bool,
+    no_glossary: bool,
+    layer_min: tuple[str, ...],
     json_mode: bool,
 ) -> None:
     """Search the layers (default all) and print one merged ranking."""
@@ -266,6 +293,10 @@ def query(
             min_score=min_score,
             principal=principal,
             mode=mode,
+            include_history=history,
+            route_tags=False if no_tags else None,
+            expand=False if no_glossary else None,
+            layer_min=_parse_layer_min(layer_min),
         )
     if json_mode:
         _emit(result.to_dict())
@@ -288,6 +319,7 @@ def query(
         badge = "[bold green]kern[/]" if hit.layer == "kern" else f"[bold blue]{hit.layer}[/]"
         console.print(
             f"{hit.rank}. {badge} score {hit.score:.3f}  L{meta.get('access_level', '?')}"
+            + f"  rev {meta.get('version', '-')} · gültig ab {meta.get('valid_from', '-')}"
             + (f"  {where_from}" if where_from else "")
             + f"  [dim]{hit.id}[/]"
         )

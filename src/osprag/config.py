@@ -42,6 +42,9 @@ class LayerConfig(BaseModel):
     default_access_level: int = Field(
         4, ge=1, le=4, description="level for chunks without one (4 = secret: never leaks)"
     )
+    min_hits: int = Field(
+        0, ge=0, le=100, description="at least this many hits from the layer when any qualify"
+    )
 
     def collection_name(self, layer: str) -> str:
         return self.collection or f"osp_{layer}"
@@ -131,6 +134,32 @@ class Settings(BaseSettings):
         0.2, ge=0, le=1, description="hybrid: weight of the dense leg (bench/fusion_study.py)"
     )
 
+    # freshness, cache, routing (docs/retrieval.md)
+    freshness_interval: float = Field(
+        0.0, ge=0, description="seconds between catch-ups with the store; 0 = before every query"
+    )
+    writelog_lookback: float = Field(
+        30.0, gt=0, description="server: write-log seconds re-read per catch-up (> clock skew)"
+    )
+    writelog_horizon: float = Field(
+        86400.0, ge=600, description="server: write-log entries older than this are deleted"
+    )
+    query_cache: bool = Field(True, description="cache query results (LRU, TTL, by generation)")
+    query_cache_size: int = Field(1024, ge=1, description="query results kept in the cache")
+    query_cache_ttl: float = Field(300.0, gt=0, description="seconds a cached result is served")
+    tag_routing: bool = Field(True, description="a known tag in a query ([QM], QM:) filters")
+    obsolete_statuses: list[str] = Field(
+        ["OBSOLET", "OBSOLETE", "UNGÜLTIG", "UNGUELTIG", "ZURÜCKGEZOGEN", "WITHDRAWN"],
+        description="statuses hidden unless include_history (JSON list)",
+    )
+    glossary: bool = Field(True, description="expand abbreviations/synonyms (lexical leg)")
+    glossary_path: Path | None = Field(
+        None, description="glossary TOML; default the shipped QM glossary"
+    )
+    glossary_weight: float = Field(
+        0.5, gt=0, le=1, description="weight of a glossary expansion vs a query term"
+    )
+
     # ingestion
     chunk_tokens: int | None = Field(
         None, ge=32, le=8192, description="chunk size in model tokens; default from the study"
@@ -190,6 +219,11 @@ class Settings(BaseSettings):
                     "with a letter"
                 )
         return value
+
+    @field_validator("obsolete_statuses")
+    @classmethod
+    def _upper_statuses(cls, value: list[str]) -> list[str]:
+        return sorted({v.strip().upper() for v in value if v.strip()})  # stored upper-cased
 
     @field_validator("chroma_url")
     @classmethod

@@ -39,9 +39,13 @@ from .results import LayerStats, QueryResult, Record, WriteResult
 from .store import SCHEMA_VERSION, Collection, IndexConfig, Store
 
 if TYPE_CHECKING:
+    from .freshness import Freshness
+    from .generations import Generation
     from .ingest.csv_import import CsvImportReport
     from .ingest.sync import IngestReport
     from .ingest.sync import Progress as IngestProgress
+    from .search.cache import ResultCache
+    from .search.glossary import Glossary
     from .search.lexical import LexicalIndex
 
 log = logging.getLogger(__name__)
@@ -89,6 +93,9 @@ class KnowledgeBase:
         self._checked: set[str] = set()
         self._lexical: LexicalIndex | None = None
         self._lexical_checked: set[str] = set()
+        self._freshness: Freshness | None = None
+        self._result_cache: ResultCache | None = None
+        self._glossary: Glossary | None = None
         self.warnings: dict[str, list[str]] = {}
 
     # ----------------------------------------------------------------- lifecycle
@@ -126,6 +133,9 @@ class KnowledgeBase:
         return cls(settings, store, embedder=embedder, read_only=read_only, lock=lock)
 
     def close(self) -> None:
+        if self._freshness is not None:
+            self._freshness.close()
+            self._freshness = None
         if self._lexical is not None:
             self._lexical.close()
             self._lexical = None
@@ -361,6 +371,7 @@ class KnowledgeBase:
             vectors, result.embedded, result.cached = self._embed_documents(docs)
         col.write(op, id_list, vectors.tolist(), docs, write_metas, progress)
         self.lexical.upsert(layer, id_list, docs, metas)
+        self.record_write(layer, op, id_list)
         return result
 
     def write_chunks(
@@ -484,6 +495,7 @@ class KnowledgeBase:
             [d or "" for d in fresh["documents"]],
             [m or {} for m in fresh["metadatas"]],
         )
+        self.record_write(layer, "update", id_list)
         return result
 
     def delete(
@@ -516,6 +528,7 @@ class KnowledgeBase:
         if targets:
             col.delete(targets)
             self.lexical.delete(layer, targets)
+            self.record_write(layer, "delete", targets)
         return len(targets)
 
     def drop_layer(self, layer: str, *, yes: bool = False) -> int:
@@ -539,6 +552,7 @@ class KnowledgeBase:
         self.store.delete_collection(col.name)
         self.lexical.clear(layer)
         self._cols.pop(layer, None)
+        self.record_write(layer, "reset")
         return count
 
     # ----------------------------------------------------------------- reads
@@ -658,6 +672,11 @@ class KnowledgeBase:
         principal: Principal = ...,
         mode: str | None = ...,
         alpha: float | None = ...,
+        include_history: bool = ...,
+        route_tags: bool | None = ...,
+        expand: bool | None = ...,
+        layer_min: Mapping[str, int] | None = ...,
+        use_cache: bool = ...,
     ) -> QueryResult: ...
 
     @overload
@@ -674,6 +693,11 @@ class KnowledgeBase:
         principal: Principal = ...,
         mode: str | None = ...,
         alpha: float | None = ...,
+        include_history: bool = ...,
+        route_tags: bool | None = ...,
+        expand: bool | None = ...,
+        layer_min: Mapping[str, int] | None = ...,
+        use_cache: bool = ...,
     ) -> list[QueryResult]: ...
 
     def query(
@@ -689,13 +713,24 @@ class KnowledgeBase:
         principal: Principal = LOCAL,
         mode: str | None = None,
         alpha: float | None = None,
+        include_history: bool = False,
+        route_tags: bool | None = None,
+        expand: bool | None = None,
+        layer_min: Mapping[str, int] | None = None,
+        use_cache: bool = True,
     ) -> QueryResult | list[QueryResult]:
         """Search the chosen layers (default all) and merge into one ranking per query.
 
         ``mode``: dense (cosine score), lexical (BM25 / the query's best BM25) or hybrid (the
         default: ``alpha`` × dense + (1 − alpha) × lexical, both normalised to [0, 1]).
+        Only documents in force are searched unless ``include_history``; a known tag in the
+        query (``[QM]``, ``QM:``) filters unless ``route_tags=False``; glossary synonyms expand
+        the lexical leg unless ``expand=False``; ``layer_min`` ({"kern": 2}) overrides the
+        layers' ``min_hits``. See docs/retrieval.md.
         """
-        from .search.engine import QueryPlan, check_mode, run
+        from .search.answer import QueryOptions, answer
+        from .search.engine import QueryPlan, check_mode
+        from .search.quota import layer_minimums
 
         queries = _as_list(texts, "texts")
         if isinstance(n_results, bool) or not isinstance(n_results, int) or n_results < 1:
@@ -722,11 +757,80 @@ class KnowledgeBase:
             alpha=float(weight),
         )
         names = self._layers_arg(layers)
+        plan.layer_min = layer_minimums(
+            names, {n: c.min_hits for n, c in self.settings.layers.items()}, layer_min
+        )
+        options = QueryOptions(
+            include_history=bool(include_history),
+            route_tags=self.settings.tag_routing if route_tags is None else bool(route_tags),
+            expand=self.settings.glossary if expand is None else bool(expand),
+            use_cache=bool(use_cache) and self.settings.query_cache,
+        )
+        self.catch_up()
         plan.layers = [
             (n, c) for n in names if (c := self._collection(n, create=False)) is not None
         ]
-        results = run(self, plan)
+        results = answer(self, plan, options)
         return results[0] if isinstance(texts, str) else results
+
+    # ----------------------------------------------------------------- freshness and cache
+
+    @property
+    def freshness(self) -> Freshness:
+        if self._freshness is None:
+            from .freshness import Freshness
+
+            self._freshness = Freshness(self)
+        return self._freshness
+
+    def record_write(self, layer: str, op: str, ids: Sequence[str] = ()) -> None:
+        """Call after any write to a layer's collection that bypasses this class (restore,
+        import, migrate): raises the layer's generation and, in server mode, appends to the
+        write log so other processes apply ``ids`` (op ``"reset"``: rebuild the whole layer)."""
+        self.freshness.record(layer, op, ids)
+
+    def generation(self, layer: str) -> Generation:
+        """``(epoch, seq)`` of a layer as this process's derived data knows it: changes with
+        every write here and every write caught up from elsewhere. Cheap (one SQLite read);
+        ``query`` catches up first, other callers may call ``catch_up()``."""
+        return self.freshness.generation(layer)
+
+    def catch_up(self, *, force: bool = False) -> None:
+        """Apply other processes' writes and a restore's new epoch (docs/retrieval.md)."""
+        self.freshness.catch_up(force=force)
+
+    def new_epoch(self) -> int:
+        """After a restore replaced the store's contents: every process drops its caches."""
+        self._require_writable()
+        epoch = self.store.bump_epoch()
+        self.catch_up(force=True)
+        return epoch
+
+    @property
+    def result_cache(self) -> ResultCache:
+        if self._result_cache is None:
+            from .search.cache import ResultCache
+
+            s = self.settings
+            self._result_cache = ResultCache(s.query_cache_size, s.query_cache_ttl)
+        return self._result_cache
+
+    def cache_stats(self) -> dict[str, Any]:
+        """Query cache hit rate and size; freshness counters (catch-ups, entries applied)."""
+        stats: dict[str, Any] = (
+            self.result_cache.stats() if self.settings.query_cache else {"enabled": False}
+        )
+        if self._freshness is not None:
+            stats["freshness"] = dict(self._freshness.stats)
+        return stats
+
+    @property
+    def glossary(self) -> Glossary:
+        if self._glossary is None:
+            from .search.glossary import load_glossary
+
+            self._glossary = load_glossary(self.settings.glossary_path)
+        return self._glossary
 
     # ----------------------------------------------------------------- lexical index
 
@@ -795,6 +899,7 @@ class KnowledgeBase:
                 offset += len(page["ids"])
             out[layer] = offset
             self._lexical_checked.add(layer)
+        self.freshness.gens.bump(out)
         return out
 
     def delete_ids(self, layer: str, ids: Sequence[str]) -> None:
@@ -805,6 +910,7 @@ class KnowledgeBase:
             return
         col.delete(list(ids))
         self.lexical.delete(layer, list(ids))
+        self.record_write(layer, "delete", list(ids))
 
     # ----------------------------------------------------------------- introspection
 

@@ -104,6 +104,7 @@ def _reindex_layer(
         raise
     kb.store.set_alias(layer, new.name)
     kb._cols.pop(layer, None)
+    kb.record_write(layer, "reset")  # other processes drop their handle to the old collection
     if old is not None:
         try:
             kb.store.delete_collection(old.name)

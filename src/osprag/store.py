@@ -34,6 +34,8 @@ SCHEMA_VERSION = 1
 REGISTRY = "osp__registry"
 DOCUMENTS = "osp__documents"
 DOCUMENTS_KEY = "osp_documents"  # registry key naming the live document-registry collection
+WRITELOG = "osp__writelog"
+EPOCH_KEY = "osp_epoch"
 _ALIAS = "alias."
 T = TypeVar("T")
 
@@ -78,6 +80,7 @@ class Store:
         self.settings = settings
         self.mode = settings.effective_storage
         self._documents: Collection | None = None
+        self._writelog: Collection | None = None
         self._chroma = chromadb
         chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
         if self.mode == "embedded":
@@ -335,9 +338,35 @@ class Store:
         self._documents = Collection(self, col)
         return self._documents
 
-    def reset_handles(self) -> None:
-        """Forget cached collection handles (after a restore flipped the registry)."""
+    def writelog(self) -> Collection:
+        """The write log that processes sharing a server catch up from (``writelog.py``)."""
+        if self._writelog is None:
+            col = self._call(
+                lambda: self.client.get_or_create_collection(
+                    WRITELOG,
+                    metadata={"osp_schema_version": SCHEMA_VERSION},
+                    embedding_function=None,
+                )
+            )
+            self._writelog = Collection(self, col)
+        return self._writelog
+
+    def forget_handles(self) -> None:
+        """Drop kept collection handles (after a restore replaced the collections)."""
         self._documents = None
+        self._writelog = None
+
+    def epoch(self) -> int:
+        """The store's epoch: a restore increments it, so no cache key survives a restore."""
+        return int(self.registry().get(EPOCH_KEY, 0))
+
+    def bump_epoch(self) -> int:
+        reg = self._registry()
+        meta = dict(reg.metadata or {})
+        meta[EPOCH_KEY] = int(meta.get(EPOCH_KEY, 0)) + 1
+        meta["osp_updated"] = time.time()
+        self._call(lambda: reg.modify(metadata=meta))
+        return int(meta[EPOCH_KEY])
 
     # ----------------------------------------------------------- disk
 

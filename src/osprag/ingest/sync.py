@@ -488,6 +488,7 @@ class Syncer:
                 }
             ],
         )
+        self.kb.record_write(self.layer, "flip")  # visibility changed: new generation
         failpoint("after_flip")
         self._collect(doc_id, keep_rev=rev)
 
@@ -520,6 +521,7 @@ class Syncer:
             return FileResult(source, "deleted")
         self._before_write()
         self.kb.store.documents().delete([doc_id])  # pointer first: readers stop seeing it
+        self.kb.record_write(self.layer, "flip")
         self._collect(doc_id, keep_rev=None)
         return FileResult(source, "deleted")
 

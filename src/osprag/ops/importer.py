@@ -211,7 +211,7 @@ def replace_layers(
         kb.lexical.clear(layer)
     epoch = swap.flip(kb.store, aliases, documents=docs.name)
     failpoint(f"{failpoint_prefix}_after_flip")
-    kb.store.reset_handles()
+    kb.store.forget_handles()
     for layer in layers:
         kb._cols.pop(layer, None)
         kb._checked.discard(layer)

@@ -202,7 +202,7 @@ def migrate(
             dst.lexical.clear(layer)  # rebuilt below, or by the next query if killed first
         report.epoch = swap.flip(dst.store, aliases, documents=docs.name)
         checkpoint.clear()
-        dst.store.reset_handles()
+        dst.store.forget_handles()
         dst._cols.clear()
         dst._checked.clear()
         swap.drop_quietly(

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from osprag.store import DOCUMENTS, DOCUMENTS_KEY, Collection, IndexConfig, Store
+from osprag.store import DOCUMENTS, DOCUMENTS_KEY, EPOCH_KEY, Collection, IndexConfig, Store
 
 if TYPE_CHECKING:
     from osprag.embedding import ModelIdentity
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EPOCH_KEY = "osp_epoch"
 _ALIAS = "alias."
 _DOCS_PATTERN = re.compile(rf"^{re.escape(DOCUMENTS)}(__v\d+)?$")
 
@@ -29,7 +28,7 @@ _DOCS_PATTERN = re.compile(rf"^{re.escape(DOCUMENTS)}(__v\d+)?$")
 def current_epoch(store: Store) -> int:
     """The store's generation epoch; absent means 0. A restore or a layer replacement starts a
     new one, so caches and derived indexes keyed by epoch never mix old and new data."""
-    return int(store.registry().get(EPOCH_KEY, 0))
+    return store.epoch()
 
 
 def flip(store: Store, aliases: Mapping[str, str | None], documents: str | None = None) -> int:

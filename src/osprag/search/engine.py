@@ -13,11 +13,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from osprag.results import Hit, QueryResult, score_from_distance
 from osprag.search.fusion import fuse
+from osprag.search.quota import apply_minimums
 
 if TYPE_CHECKING:
     from osprag.knowledge_base import KnowledgeBase
@@ -52,6 +53,8 @@ class QueryPlan:
     principal: Principal
     mode: str
     alpha: float
+    layer_min: dict[str, int] = field(default_factory=dict)  # search/quota.py
+    expansions: list[dict[str, float]] | None = None  # per query, search/glossary.py
 
 
 def run(kb: KnowledgeBase, plan: QueryPlan) -> list[QueryResult]:
@@ -130,7 +133,10 @@ def _lexical_leg(
     cols = dict(plan.layers)
     missing: dict[str, set[str]] = {}
     for qi, query in enumerate(plan.queries):
-        for hit in index.search(query, layers=list(cols), k=depth, where=plan.where):
+        expansions = plan.expansions[qi] if plan.expansions else None
+        for hit in index.search(
+            query, layers=list(cols), k=depth, where=plan.where, expansions=expansions
+        ):
             key = (hit.layer, hit.id)
             cand = per_query[qi].get(key)
             if cand is None:
@@ -198,7 +204,7 @@ def _rank(
             )
         )
     ranked.sort(key=lambda t: (t[0], t[1], t[2].id), reverse=True)
-    hits = [h for _, _, h in ranked[: plan.n_results]]
+    hits = apply_minimums(ranked, plan.n_results, plan.layer_min)
     for rank, hit in enumerate(hits, 1):
         hit.rank = rank
     return QueryResult(query=query, hits=hits)

@@ -35,7 +35,7 @@ from osprag.errors import (
     NotWritable,
     StoreError,
 )
-from osprag.search.analysis import LANGUAGES, Analyzer
+from osprag.search.analysis import LANGUAGES, Analyzer, QueryTerms
 from osprag.search.postings import Document, IntArray, Key, MemoryIndex
 from osprag.search.where_eval import compile_where
 
@@ -214,16 +214,21 @@ class LexicalIndex:
         layers: Sequence[str] | None = None,
         k: int = 10,
         where: Mapping[str, Any] | None = None,
+        expansions: Mapping[str, float] | None = None,
     ) -> list[LexicalHit]:
         """The k best chunks for ``query`` in ``layers`` (all when ``None``) that pass ``where``.
 
         ``where`` has Chroma's semantics and is applied before the top k are taken. Chunks that
         share no term with the query are never returned, so fewer than k hits is possible.
+        ``expansions`` (text → weight, e.g. glossary synonyms) add each text's terms, together
+        weighing that fraction of one query term; a term the query has itself keeps its weight.
         """
         if k < 1:
             raise InvalidInput(f"k must be at least 1, got {k}")
         predicate = compile_where(where) if where is not None else None
         terms = self.analyzer.query(query)
+        if expansions:
+            terms = _expand(self.analyzer, terms, expansions)
         with self._lock:
             self._sync()
             weights: dict[int, list[float]] = {}
@@ -240,6 +245,32 @@ class LexicalIndex:
                 assert entry is not None
                 hits.append(LexicalHit(entry.key[1], entry.key[0], score, rank))
             return hits
+
+    def metadata_values(
+        self, layers: Sequence[str], keys: Sequence[str]
+    ) -> dict[str, dict[Any, int]]:
+        """Per key, each distinct value in ``layers`` → the lowest access level carrying it.
+
+        One pass over the chunks in memory (tens of ms per 100k): callers cache it per
+        generation.
+        """
+        wanted = set(layers)
+        out: dict[str, dict[Any, int]] = {key: {} for key in keys}
+        with self._lock:
+            self._sync()
+            for entry in self._memory.entries:
+                if entry is None or entry.key[0] not in wanted:
+                    continue
+                meta = entry.metadata
+                level = meta.get("access_level", 4)
+                level = level if isinstance(level, int) else 4
+                for key in keys:
+                    value = meta.get(key)
+                    if value is not None:
+                        seen = out[key]
+                        if seen.get(value, 5) > level:
+                            seen[value] = level
+        return out
 
     def close(self) -> None:
         with self._lock:
@@ -385,6 +416,18 @@ class LexicalIndex:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError("the lexical index is closed")
+
+
+def _expand(analyzer: Analyzer, terms: QueryTerms, expansions: Mapping[str, float]) -> QueryTerms:
+    merged = {lang: dict(weights) for lang, weights in terms.by_language.items()}
+    for text, factor in expansions.items():
+        for lang, weights in analyzer.query(text).by_language.items():
+            base = merged.setdefault(lang, {})
+            total = sum(weights.values()) or 1.0  # an expansion weighs ``factor`` in all
+            for term, weight in weights.items():
+                if term not in terms.by_language.get(lang, {}):
+                    base[term] = max(base.get(term, 0.0), factor * weight / total)
+    return QueryTerms(merged)
 
 
 def _check_layer(layer: str) -> None:
