@@ -107,6 +107,8 @@ def fill_collection(
         col.write("upsert", batch.ids, vectors.tolist(), batch.documents, metas)
         if merge:
             kb.lexical.upsert(lf.header.layer, batch.ids, batch.documents, batch.metadatas)
+            # a merge writes into the live layer: other processes learn of it from the log
+            kb.record_write(lf.header.layer, "upsert", batch.ids)
         written += len(batch.ids)
         failpoint(failpoint_name)
         if progress is not None:
