@@ -28,6 +28,7 @@ filtered one for the same candidates (docs/scale.md has the measurement behind t
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -37,12 +38,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from osprag.errors import StoreError
 from osprag.search.where_eval import compile_where
 
 if TYPE_CHECKING:
     from osprag.knowledge_base import KnowledgeBase
     from osprag.store import Collection
 
+log = logging.getLogger(__name__)
 Predicate = Callable[[Mapping[str, Any]], bool]
 DocPredicate = Callable[[str | None], bool]
 PAGE = 5000
@@ -247,7 +250,13 @@ def _layer(kb: KnowledgeBase, name: str, col: Collection) -> _LayerState | None:
     count = col.count()
     snap = None
     if count < kb.settings.exact_search_below:
-        snap = Snapshot.load(col, kb._space(col))
+        try:
+            snap = Snapshot.load(col, kb._space(col))
+        except StoreError as exc:
+            # An embedded reader's Chroma does not see vectors another process added since it
+            # loaded the index ("Error finding id"); its own HNSW query omits them too, so
+            # answering through Chroma is as fresh as this process can be.
+            log.info("layer %s: no in-memory copy (%s); searching through Chroma", name, exc)
     fresh = _LayerState(fingerprint, col.id, count, snap)
     with state.lock:
         state.layers[name] = fresh
