@@ -93,19 +93,27 @@ def build_texts(n: int) -> list[dict[str, Any]]:
     return out
 
 
-def _folder(n: int) -> Path:
-    return CACHE / f"v{VERSION}-n{n}"
+MAX = 100_000
+
+
+def _folder() -> Path:
+    return CACHE / f"v{VERSION}-n{MAX}"
 
 
 def load(n: int, *, embed: bool = True, log: bool = True) -> tuple[list[dict[str, Any]], Any]:
-    """(chunks, float32 vectors n×d, unit length); embeds what the cache lacks."""
-    folder = _folder(n)
+    """The first ``n`` chunks and their float32 unit vectors; embeds what the cache lacks.
+
+    Every size is a prefix of one 100k build, so 10k reuses the first blocks of 100k.
+    """
+    if not 0 < n <= MAX:
+        raise ValueError(f"n must be in 1..{MAX}")
+    folder = _folder()
     folder.mkdir(parents=True, exist_ok=True)
     texts_file = folder / "chunks.jsonl"
     if texts_file.exists():
         chunks = [json.loads(line) for line in texts_file.open(encoding="utf-8")]
     else:
-        chunks = build_texts(n)
+        chunks = build_texts(MAX)
         tmp = texts_file.with_suffix(".tmp")
         with tmp.open("w", encoding="utf-8") as fh:
             for c in chunks:
@@ -113,28 +121,30 @@ def load(n: int, *, embed: bool = True, log: bool = True) -> tuple[list[dict[str
         tmp.replace(texts_file)
     full = folder / "vectors.npy"
     if full.exists():
-        return chunks, np.load(full, mmap_mode="r")
-    if not embed:
-        raise FileNotFoundError(f"{full} missing: run bench/scale_corpus.py --n {n} first")
-    embedder = _embedder()
+        return chunks[:n], np.load(full, mmap_mode="r")[:n]
+    embedder = None
     blocks = []
     t0 = time.perf_counter()
     for b, start in enumerate(range(0, n, BLOCK)):
         path = folder / f"block{b:04d}.npy"
         if not path.exists():
+            if not embed:
+                raise FileNotFoundError(f"{path} missing: run bench/scale_corpus.py first")
+            embedder = embedder or _embedder()
             vecs = embedder.embed_documents([c["text"] for c in chunks[start : start + BLOCK]])
             np.save(path.with_suffix(".tmp.npy"), np.asarray(vecs, np.float32))
             path.with_suffix(".tmp.npy").replace(path)
             if log:
-                done = min(n, start + BLOCK)
+                done = min(MAX, start + BLOCK)
                 print(f"embedded {done}/{n} ({time.perf_counter() - t0:.0f} s)", flush=True)
         blocks.append(np.load(path))
     vectors = np.concatenate(blocks).astype(np.float32)
-    np.save(full.with_suffix(".tmp.npy"), vectors)
-    full.with_suffix(".tmp.npy").replace(full)
-    for b in range(len(blocks)):
-        (folder / f"block{b:04d}.npy").unlink()
-    return chunks, np.load(full, mmap_mode="r")
+    if n == MAX:
+        np.save(full.with_suffix(".tmp.npy"), vectors)
+        full.with_suffix(".tmp.npy").replace(full)
+        for b in range(len(blocks)):
+            (folder / f"block{b:04d}.npy").unlink()
+    return chunks[:n], vectors[:n]
 
 
 def load_queries(limit: int) -> list[str]:
@@ -162,7 +172,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000)
     args = parser.parse_args()
     chunks, vectors = load(args.n)
-    print(f"{len(chunks)} chunks, vectors {vectors.shape} in {_folder(args.n)}")
+    print(f"{len(chunks)} chunks, vectors {vectors.shape} in {_folder()}")
 
 
 if __name__ == "__main__":

@@ -589,6 +589,11 @@ def model_info(json_mode: bool) -> None:
         _out().print(f"[bold]backend[/] = {data['backend']}")
 
 
+from .cli_ops import tune  # noqa: E402  (needs the helpers above)
+
+cli.add_command(tune)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code instead of raising SystemExit (for in-process use)."""
     try:
