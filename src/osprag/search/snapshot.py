@@ -102,7 +102,10 @@ class Snapshot:
 
     def distances(self, vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Chroma's distance per (query, record): 1 − cos, 1 − dot, or squared L2."""
-        q = np.asarray(vectors, dtype=np.float32)
+        with _one_blas_thread():
+            return self._distances(np.asarray(vectors, dtype=np.float32))
+
+    def _distances(self, q: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         if self.space == "cosine":
             q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
             out = np.float32(1.0) - q @ self.matrix.T
@@ -188,6 +191,20 @@ class Snapshot:
             out["documents"].append(self.documents[slot])
             out["metadatas"].append(self.metadatas[slot])
         return out
+
+
+_BLAS: Any = None
+
+
+def _one_blas_thread() -> Any:
+    """A query-sized product is ~1 ms on one core; OpenBLAS threads woken right after the
+    ONNX runtime's were measured at ~20 ms on a busy 2-core machine (bench/retrieval_scale)."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
 
 
 @dataclass
