@@ -117,15 +117,6 @@ def _time_modes(
     return out
 
 
-def _timed(fn: Callable[[], Any], n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
-
-
 def _raw(kb: KnowledgeBase, qvecs: Any, where: dict[str, Any] | None) -> list[float]:
     cols = [kb.collection_for(layer) for layer in ("kern", "erweitert")]
     times = []
@@ -295,7 +286,37 @@ def _stored_vectors(kb: KnowledgeBase, chunks: list[dict[str, Any]]) -> Any:
     return out
 
 
-def _render(runs: list[dict[str, Any]]) -> str:
+EXACT_SIZES = (1_000, 5_000, 10_000, 20_000, 50_000, 100_000)
+
+
+def _exact_costs(vectors: Any, chunks: list[dict[str, Any]], qvecs: Any) -> dict[int, float]:
+    """p50 ms of one layer's exact dense leg (L1 filter, depth 38) by layer size."""
+    where = snapshot.compile_where(clearance_clause(L1))
+    out = {}
+    for n in EXACT_SIZES:
+        if n > len(chunks):
+            break
+        matrix = np.ascontiguousarray(vectors[:n], dtype=np.float32)
+        snap = snapshot.Snapshot(
+            "x",
+            "cosine",
+            [c["id"] for c in chunks[:n]],
+            matrix,
+            np.ones(n, np.float32),
+            [c["text"] for c in chunks[:n]],
+            [{"access_level": c["access_level"]} for c in chunks[:n]],
+            {},
+        )
+        times = []
+        for v in qvecs:
+            t0 = time.perf_counter()
+            snap.query(np.asarray([v]), DEPTH, where, None)
+            times.append((time.perf_counter() - t0) * 1000)
+        out[n] = med(times)
+    return out
+
+
+def _render(runs: list[dict[str, Any]], exact: dict[int, float] | None = None) -> str:
     lines = [
         "Principal: clearance L1 (every query carries the clearance filter; full clearance in "
         "brackets). Top 5, unique queries, caches off, query embedded per call (ONNX). "
@@ -343,6 +364,16 @@ def _render(runs: list[dict[str, Any]]) -> str:
                 f"| {r['label']} | HNSW unfiltered (full clearance), recall only | | | "
                 f"{r['strategies']['_unfiltered_recall']:.3f} |"
             )
+    if exact:
+        lines += [
+            "",
+            "Exact dense leg of one layer in memory (numpy, one BLAS thread, L1 filter, depth "
+            f"{DEPTH}), p50 ms by layer size — the basis of `exact_search_below`:",
+            "",
+            "| chunks in the layer | " + " | ".join(f"{n:,}" for n in exact) + " |",
+            "|---|" + "---|" * len(exact),
+            "| p50 ms | " + " | ".join(f"{v:.2f}" for v in exact.values()) + " |",
+        ]
     lines += [
         "",
         "Build (kb.add with precomputed vectors, both layers, incl. lexical index): "
@@ -361,6 +392,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--sizes", default=None, help="comma list of sample,10000,100000")
     parser.add_argument("--queries", type=int, default=None)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--stand-in",
+        action="store_true",
+        help="sizes whose vectors are not embedded yet use noisy copies (timing only)",
+    )
     args = parser.parse_args(argv)
     sizes = (args.sizes or ("sample,10000" if args.small else "sample,10000,100000")).split(",")
     n_queries = args.queries or (60 if args.small else 200)
@@ -374,14 +410,29 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             label = "sample (GermanQuAD dev)"
         else:
             n = int(size)
-            chunks, vectors = scale_corpus.load(n)
-            label = f"{n // 1000}k"
+            try:
+                chunks, vectors = scale_corpus.load(n, embed=not args.stand_in)
+                label = f"{n // 1000}k"
+            except FileNotFoundError:
+                chunks, vectors = scale_corpus.stand_in(n)
+                label = f"{n // 1000}k (stand-in vectors, timing only)"
         print(f"{label}: {len(chunks)} chunks", flush=True)
         run = _size(label, chunks, vectors, queries, embedder, strategies=size != "sample")
+        run["vectors"], run["chunks"] = vectors, chunks
         runs.append(run)
-        print(_render([run]), flush=True)
+        print(f"{label}: done", flush=True)
+    big = max(runs, key=lambda r: r["n"])
+    exact = None
+    if big["vectors"] is not None:
+        qvecs = embedder.embed_queries(queries[10:])
+        exact = _exact_costs(big["vectors"], big["chunks"], qvecs)
+    for r in runs:
+        r.pop("vectors")
+        r.pop("chunks")
+    text = _render(runs, exact)
+    print(text, flush=True)
     if not args.no_write:
-        write_section("retrieval_scale", "Retrieval at scale (clearance L1)", _render(runs))
+        write_section("retrieval_scale", "Retrieval at scale (clearance L1)", text)
     return runs
 
 

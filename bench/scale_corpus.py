@@ -100,6 +100,27 @@ def _folder() -> Path:
     return CACHE / f"v{VERSION}-n{MAX}"
 
 
+def stand_in(n: int) -> tuple[list[dict[str, Any]], Any]:
+    """TIMING ONLY, while the real vectors are not embedded yet: the embedded blocks, tiled
+    with noise (each copy ~0.95 cosine from its original, re-normalised) up to ``n``."""
+    folder = _folder()
+    chunks = [json.loads(line) for line in (folder / "chunks.jsonl").open(encoding="utf-8")]
+    blocks = []
+    b = 0
+    while (folder / f"block{b:04d}.npy").exists():
+        blocks.append(np.load(folder / f"block{b:04d}.npy"))
+        b += 1
+    real = np.concatenate(blocks)
+    rng = np.random.default_rng(0)
+    reps = -(-n // len(real))
+    tiles = [real]
+    for _ in range(reps - 1):
+        noise = rng.normal(scale=0.3 / np.sqrt(real.shape[1]), size=real.shape)
+        copy = real + noise.astype(np.float32)
+        tiles.append(copy / np.linalg.norm(copy, axis=1, keepdims=True))
+    return chunks[:n], np.concatenate(tiles)[:n].astype(np.float32)
+
+
 def load(n: int, *, embed: bool = True, log: bool = True) -> tuple[list[dict[str, Any]], Any]:
     """The first ``n`` chunks and their float32 unit vectors; embeds what the cache lacks.
 

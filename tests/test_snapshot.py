@@ -175,3 +175,19 @@ def test_snapshot_distances_match_definitions(space: str) -> None:
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     res = snap.query(query, 5, None, None)
     assert res["ids"][0] == [f"r{i}" for i in np.argsort(want[0])[:5]]
+
+
+def test_lexical_generation_bumps_per_layer_in_the_write_transaction() -> None:
+    from osprag.search.lexical import LexicalIndex
+
+    with LexicalIndex(None) as index:
+        assert index.generation("kern") == 0
+        index.upsert("kern", ["a", "b"], ["eins", "zwei"], [{}, {}])
+        assert (index.generation("kern"), index.generation("erweitert")) == (1, 0)
+        index.delete("kern", ["a"])
+        index.upsert("erweitert", ["c"], ["drei"], [{}])
+        assert (index.generation("kern"), index.generation("erweitert")) == (2, 1)
+        index.clear("kern")
+        assert index.generation("kern") == 3
+        index.clear()
+        assert (index.generation("kern"), index.generation("erweitert")) == (4, 2)
