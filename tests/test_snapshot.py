@@ -191,3 +191,10 @@ def test_lexical_generation_bumps_per_layer_in_the_write_transaction() -> None:
         assert index.generation("kern") == 3
         index.clear()
         assert (index.generation("kern"), index.generation("erweitert")) == (4, 2)
+
+
+def test_empty_layer_snapshot(kb: KnowledgeBase) -> None:
+    kb.add("kern", ["eins"], ids=["a"], metadatas=[{}])
+    kb.delete("kern", ids=["a"])
+    assert kb.query("eins", mode="dense").hits == []
+    assert kb.query("eins", mode="hybrid").hits == []

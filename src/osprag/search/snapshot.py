@@ -86,7 +86,8 @@ class Snapshot:
             if len(got) < PAGE:
                 break
         matrix = np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32)
-        sq = np.einsum("ij,ij->i", matrix, matrix).astype(np.float32) if blocks else matrix[:0, 0]
+        sq = np.einsum("ij,ij->i", matrix, matrix) if blocks else np.zeros(0)
+        sq = np.asarray(sq, dtype=np.float32)
         if space == "cosine" and blocks:
             matrix = (matrix / np.maximum(np.sqrt(sq), 1e-12)[:, None]).astype(np.float32)
         return cls(
