@@ -131,7 +131,7 @@ class Settings(BaseSettings):
         0.2, ge=0, le=1, description="hybrid: weight of the dense leg (bench/fusion_study.py)"
     )
     exact_search_below: int = Field(
-        20000, ge=0, description="layers with fewer chunks are searched exactly in memory"
+        10000, ge=0, description="layers with fewer chunks are searched exactly in memory"
     )
     filter_overfetch: int = Field(
         4, ge=0, le=64, description="filtered HNSW: fetch this × depth unfiltered first; 0 = off"

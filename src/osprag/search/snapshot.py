@@ -86,8 +86,9 @@ class Snapshot:
             if len(got) < PAGE:
                 break
         matrix = np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32)
-        sq = np.einsum("ij,ij->i", matrix, matrix) if blocks else np.zeros(0)
-        sq = np.asarray(sq, dtype=np.float32)
+        sq: npt.NDArray[np.float32] = np.zeros(0, np.float32)
+        if blocks:
+            sq = np.einsum("ij,ij->i", matrix, matrix).astype(np.float32)
         if space == "cosine" and blocks:
             matrix = (matrix / np.maximum(np.sqrt(sq), 1e-12)[:, None]).astype(np.float32)
         return cls(
@@ -403,12 +404,26 @@ def fetch(
 ) -> dict[str, Any]:
     """Documents and metadata of the lexical leg's candidates, from memory when possible."""
     snap = snapshot_for(kb, name, col)
-    if snap is not None and supports_document_filter(where_document):
-        predicate = compile_where(where) if where is not None else None
+    in_python = supports_document_filter(where_document)
+    predicate = compile_where(where) if where is not None else None
+    if snap is not None and in_python:
         return snap.get(ids, predicate, document_predicate(where_document))
-    return col.get(
+    # By id only: Chroma evaluates a `where` next to ids over far more than the ids (a
+    # clearance filter made this get cost ~1 s at 100k chunks); where_eval has its semantics.
+    res = col.get(
         ids=list(ids),
-        where=where,
-        where_document=where_document,
+        where=None,
+        where_document=None if in_python else where_document,
         include=["documents", "metadatas"],
     )
+    document = document_predicate(where_document) if in_python else None
+    out: dict[str, Any] = {"ids": [], "documents": [], "metadatas": []}
+    for rid, doc, meta in zip(res["ids"], res["documents"], res["metadatas"], strict=True):
+        if predicate is not None and not predicate(meta or {}):
+            continue
+        if document is not None and not document(doc):
+            continue
+        out["ids"].append(rid)
+        out["documents"].append(doc)
+        out["metadatas"].append(meta)
+    return out
