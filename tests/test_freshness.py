@@ -40,7 +40,7 @@ def _ids(kb: KnowledgeBase, text: str, mode: str = "lexical") -> list[str]:
     return [h.id for h in kb.query(text, mode=mode, n_results=5).hits]
 
 
-@pytest.mark.parametrize("mode", ["lexical", "hybrid"])
+@pytest.mark.parametrize("mode", ["lexical", "hybrid", "dense"])
 def test_a_write_in_one_instance_is_seen_by_the_other(
     kb: KnowledgeBase, other: KnowledgeBase, mode: str
 ) -> None:

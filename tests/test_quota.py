@@ -6,17 +6,16 @@ import pytest
 
 from osprag import KnowledgeBase
 from osprag.errors import InvalidInput
-from osprag.results import Hit
-from osprag.search.quota import apply_minimums, layer_minimums
+from osprag.search.quota import Ranked, apply_minimums, layer_minimums
 
 
-def _ranked(spec: str) -> list[tuple[float, int, Hit]]:
+def _ranked(spec: str) -> list[Ranked]:
     """'eekek' → best first, e = erweitert, k = kern."""
     out = []
     for i, c in enumerate(spec):
         layer = "kern" if c == "k" else "erweitert"
         score = 1.0 - i / 10
-        out.append((score, 0, Hit(f"{c}{i}", layer, None, {}, None, score)))
+        out.append((score, 0, f"{c}{i}", (layer, f"{c}{i}"), score))
     return out
 
 
@@ -31,7 +30,7 @@ def _ranked(spec: str) -> list[tuple[float, int, Hit]]:
     ],
 )
 def test_apply_minimums(spec: str, n: int, mins: dict[str, int], want: list[str]) -> None:
-    assert [h.id for h in apply_minimums(_ranked(spec), n, mins)] == want
+    assert [t[2] for t in apply_minimums(_ranked(spec), n, mins)] == want
 
 
 def test_layer_minimums_validate() -> None:

@@ -626,6 +626,10 @@ from .cli_ops import COMMANDS as _OPS_COMMANDS  # noqa: E402 - needs the helpers
 for _command in _OPS_COMMANDS:
     cli.add_command(_command)
 
+from .cli_tune import tune  # noqa: E402  (needs the helpers above)
+
+cli.add_command(tune)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code instead of raising SystemExit (for in-process use)."""

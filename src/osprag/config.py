@@ -133,6 +133,12 @@ class Settings(BaseSettings):
     fusion_alpha: float = Field(
         0.2, ge=0, le=1, description="hybrid: weight of the dense leg (bench/fusion_study.py)"
     )
+    exact_search_below: int = Field(
+        10000, ge=0, description="layers with fewer chunks are searched exactly in memory"
+    )
+    filter_overfetch: int = Field(
+        4, ge=0, le=64, description="filtered HNSW: fetch this × depth unfiltered first; 0 = off"
+    )
 
     # freshness, cache, routing (docs/retrieval.md)
     freshness_interval: float = Field(

@@ -268,6 +268,12 @@ class KnowledgeBase:
         conf = col.index_config()
         return conf.space if conf else self.settings.space
 
+    def _layer_written(self, layer: str) -> None:
+        """Before every write: this process's exact-search copy of the layer is void."""
+        from .search import snapshot
+
+        snapshot.invalidate(self, layer)
+
     def _require_writable(self) -> None:
         if self.read_only:
             raise AccessDenied(
@@ -369,6 +375,7 @@ class KnowledgeBase:
         result = WriteResult(layer=layer, op=op, ids=id_list)
         if vectors is None:
             vectors, result.embedded, result.cached = self._embed_documents(docs)
+        self._layer_written(layer)
         col.write(op, id_list, vectors.tolist(), docs, write_metas, progress)
         self.lexical.upsert(layer, id_list, docs, metas)
         self.record_write(layer, op, id_list)
@@ -487,6 +494,7 @@ class KnowledgeBase:
         vectors = None
         if docs is not None:
             vectors, result.embedded, result.cached = self._embed_documents(docs)
+        self._layer_written(layer)
         col.write("update", id_list, vectors.tolist() if vectors is not None else None, docs, metas)
         fresh = col.get(ids=id_list, include=["documents", "metadatas"])
         self.lexical.upsert(
@@ -526,6 +534,7 @@ class KnowledgeBase:
             include=[],
         )["ids"]
         if targets:
+            self._layer_written(layer)
             col.delete(targets)
             self.lexical.delete(layer, targets)
             self.record_write(layer, "delete", targets)
@@ -548,6 +557,7 @@ class KnowledgeBase:
         doc_ids = docs.get(where={"layer": layer}, include=[])["ids"]
         if doc_ids:
             docs.delete(doc_ids)
+        self._layer_written(layer)
         self.store.set_alias(layer, None)
         self.store.delete_collection(col.name)
         self.lexical.clear(layer)
@@ -908,6 +918,7 @@ class KnowledgeBase:
         col = self._collection(layer, create=False, check=False)
         if col is None or not ids:
             return
+        self._layer_written(layer)
         col.delete(list(ids))
         self.lexical.delete(layer, list(ids))
         self.record_write(layer, "delete", list(ids))

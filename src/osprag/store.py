@@ -426,6 +426,26 @@ class Store:
                 total += sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
         return total
 
+    def reopen(self) -> None:
+        """A new embedded client: chromadb reads a changed ef_search only when it loads the
+        index, i.e. in a new process or after its per-path system cache entry is dropped;
+        collection handles taken before keep the old index, so callers take new ones."""
+        if self.mode != "embedded":
+            raise InvalidInput("only an embedded store can be reopened in-process")
+        from chromadb.api.shared_system_client import SharedSystemClient
+        from chromadb.config import Settings as ChromaSettings
+
+        # forget only this path's cached system; other stores in the process keep theirs
+        ident = str(getattr(self.client, "_identifier", ""))
+        SharedSystemClient._identifier_to_system.pop(ident, None)
+        SharedSystemClient._identifier_to_refcount.pop(ident, None)
+        chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+        self.client = self._call(
+            lambda: self._chroma.PersistentClient(path=self.where, settings=chroma_settings),
+            retry=False,
+        )
+        self._documents = None
+
     def close(self) -> None:
         # chromadb caches one System per path; nothing to release explicitly in 1.5.
         pass
@@ -460,6 +480,12 @@ class Collection:
             int(hnsw.get("max_neighbors", 16)),
             int(hnsw.get("ef_construction", 100)),
             int(hnsw.get("ef_search", 100)),
+        )
+
+    def set_ef_search(self, ef_search: int) -> None:
+        """Persisted in the collection's configuration; a new client (process) reads it."""
+        self.store._call(
+            lambda: self._col.modify(configuration={"hnsw": {"ef_search": int(ef_search)}})
         )
 
     def modify_metadata(self, metadata: dict[str, Any]) -> None:

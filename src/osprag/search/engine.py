@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from osprag.results import Hit, QueryResult, score_from_distance
+from osprag.search import snapshot
 from osprag.search.fusion import fuse
 from osprag.search.quota import apply_minimums
 
@@ -69,10 +70,21 @@ def run(kb: KnowledgeBase, plan: QueryPlan) -> list[QueryResult]:
     t1 = time.perf_counter()
     per_query: list[dict[tuple[str, str], _Candidate]] = [{} for _ in plan.queries]
     if vectors is not None:
-        answers = _parallel(
+        in_memory = snapshot.all_in_memory(kb, plan.layers, plan.where_document)
+        answers = (_inline if in_memory else _parallel)(
             [
-                functools.partial(col.query, vectors, depth, plan.where, plan.where_document, want)
-                for _, col in plan.layers
+                functools.partial(
+                    snapshot.dense_query,
+                    kb,
+                    name,
+                    col,
+                    vectors,
+                    depth,
+                    plan.where,
+                    plan.where_document,
+                    want,
+                )
+                for name, col in plan.layers
             ]
         )
         for (name, col), res in zip(plan.layers, answers, strict=True):
@@ -108,6 +120,10 @@ def run(kb: KnowledgeBase, plan: QueryPlan) -> list[QueryResult]:
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
+
+
+def _inline(calls: Sequence[Callable[[], dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [call() for call in calls]
 
 
 def _parallel(calls: Sequence[Callable[[], dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -146,11 +162,8 @@ def _lexical_leg(
                 cand.bm25 = hit.score
     fetched: dict[tuple[str, str], tuple[str | None, dict[str, Any]]] = {}
     for layer, ids in missing.items():
-        res = cols[layer].get(
-            ids=sorted(ids),
-            where=plan.where,
-            where_document=plan.where_document,
-            include=["documents", "metadatas"],
+        res = snapshot.fetch(
+            kb, layer, cols[layer], sorted(ids), plan.where, plan.where_document
         )
         for rid, doc, meta in zip(res["ids"], res["documents"], res["metadatas"], strict=True):
             fetched[(layer, rid)] = (doc, dict(meta or {}))
@@ -183,30 +196,29 @@ def _rank(
             if plan.mode == "hybrid"
             else {k: v / max(lexical.values()) for k, v in lexical.items()}
         )
-    ranked: list[tuple[float, int, Hit]] = []
+    ranked: list[tuple[float, int, str, tuple[str, str], float]] = []
     for key, score in scores.items():
         if score is None or (plan.min_score is not None and score < plan.min_score):
             continue
-        cand = visible[key]
-        cfg = kb.settings.layers[cand.layer]
-        ranked.append(
-            (
-                score * cfg.weight,
-                -cfg.priority,
-                Hit(
-                    id=cand.id,
-                    layer=cand.layer,
-                    text=cand.text if "documents" in plan.include else None,
-                    metadata=kb.public_metadata(cand.meta) if "metadatas" in plan.include else {},
-                    distance=cand.distance,
-                    score=float(score),
-                ),
+        cfg = kb.settings.layers[key[0]]
+        ranked.append((score * cfg.weight, -cfg.priority, key[1], key, float(score)))
+    ranked.sort(key=lambda t: (t[0], t[1], t[2]), reverse=True)
+    hits = []
+    for rank, (_, _, _, key, score) in enumerate(
+        apply_minimums(ranked, plan.n_results, plan.layer_min), 1
+    ):
+        cand = visible[key]  # only the returned hits pay for their metadata copy
+        hits.append(
+            Hit(
+                id=cand.id,
+                layer=cand.layer,
+                text=cand.text if "documents" in plan.include else None,
+                metadata=kb.public_metadata(cand.meta) if "metadatas" in plan.include else {},
+                distance=cand.distance,
+                score=score,
+                rank=rank,
             )
         )
-    ranked.sort(key=lambda t: (t[0], t[1], t[2].id), reverse=True)
-    hits = apply_minimums(ranked, plan.n_results, plan.layer_min)
-    for rank, hit in enumerate(hits, 1):
-        hit.rank = rank
     return QueryResult(query=query, hits=hits)
 
 

@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     metadata TEXT NOT NULL,
     PRIMARY KEY (layer, id)
 );
+CREATE TABLE IF NOT EXISTS generations (layer TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 """
 
 
@@ -164,6 +165,7 @@ class LexicalIndex:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)", rows
                 )
+                self._bump(layer)
                 self._commit()
             except BaseException:
                 self._rollback()
@@ -180,6 +182,7 @@ class LexicalIndex:
             try:
                 removed = self._stored_terms(layer, [str(i) for i in ids])
                 self._db.executemany("DELETE FROM chunks WHERE layer = ? AND id = ?", list(removed))
+                self._bump(layer)
                 self._commit()
             except BaseException:
                 self._rollback()
@@ -194,13 +197,25 @@ class LexicalIndex:
                 if layer is None:
                     self._db.execute("DELETE FROM chunks")
                     self._db.execute("DELETE FROM terms")
+                    self._db.execute("UPDATE generations SET seq = seq + 1")
                 else:
                     self._db.execute("DELETE FROM chunks WHERE layer = ?", (layer,))
+                    self._bump(layer)
                 self._commit()
             except BaseException:
                 self._rollback()
                 raise
             self._load()
+
+    def generation(self, layer: str) -> int:
+        """Bumped in the transaction of every write to ``layer``, by any process sharing the
+        file: a cheap test whether copies derived from the layer are still current."""
+        with self._lock:
+            self._check_open()
+            row = self._db.execute(
+                "SELECT seq FROM generations WHERE layer = ?", (layer,)
+            ).fetchone()
+            return int(row[0]) if row else 0
 
     def count(self, layer: str | None = None) -> int:
         with self._lock:
@@ -378,6 +393,13 @@ class LexicalIndex:
         except BaseException:
             self._rollback()
             raise
+
+    def _bump(self, layer: str) -> None:
+        self._db.execute(
+            "INSERT INTO generations VALUES (?, 1) "
+            "ON CONFLICT(layer) DO UPDATE SET seq = seq + 1",
+            (layer,),
+        )
 
     def _commit(self) -> None:
         try:

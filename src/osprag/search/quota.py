@@ -11,28 +11,33 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from osprag.errors import InvalidInput
-from osprag.results import Hit
 
-Ranked = tuple[float, int, Hit]
+# (weighted score, -priority, record id, (layer, id), raw score): hits are built only for the
+# returned ones, so the ranking carries keys, not Hit objects
+Ranked = tuple[float, int, str, tuple[str, str], float]
+
+
+def _order(t: Ranked) -> tuple[float, int, str]:
+    return (t[0], t[1], t[2])
 
 
 def apply_minimums(
     ranked: Sequence[Ranked], n: int, minimums: Mapping[str, int]
-) -> list[Hit]:
+) -> list[Ranked]:
     """The top ``n`` of ``ranked`` (best first), adjusted so each layer in ``minimums`` has at
     least its minimum when enough of its hits qualify."""
     chosen = list(ranked[:n])
     if minimums and len(ranked) > n:
         rest = list(ranked[n:])
         for layer, want in minimums.items():
-            have = sum(1 for t in chosen if t[2].layer == layer)
-            for cand in [t for t in rest if t[2].layer == layer][: max(0, want - have)]:
-                counts = Counter(t[2].layer for t in chosen)
+            have = sum(1 for t in chosen if t[3][0] == layer)
+            for cand in [t for t in rest if t[3][0] == layer][: max(0, want - have)]:
+                counts = Counter(t[3][0] for t in chosen)
                 victim = next(
                     (
                         t
                         for t in reversed(chosen)
-                        if t[2].layer != layer and counts[t[2].layer] > minimums.get(t[2].layer, 0)
+                        if t[3][0] != layer and counts[t[3][0]] > minimums.get(t[3][0], 0)
                     ),
                     None,
                 )
@@ -40,8 +45,8 @@ def apply_minimums(
                     break
                 chosen.remove(victim)
                 chosen.append(cand)
-        chosen.sort(key=lambda t: (t[0], t[1], t[2].id), reverse=True)
-    return [t[2] for t in chosen]
+        chosen.sort(key=_order, reverse=True)
+    return chosen
 
 
 def layer_minimums(
