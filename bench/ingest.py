@@ -159,7 +159,6 @@ def worker_osprag(corpus: str, backend: str, data_dir: Path) -> dict[str, Any]:
     watch.wrap(worker.Parser, "parse", "parse")
     watch.wrap(chunking.Chunker, "chunk", "chunk")
     watch.wrap(KB, "_embed_documents", "embed")
-    watch.wrap(sync.Syncer, "_prewarm", "embed")  # cross-file batches fill the cache first
     watch.wrap(Collection, "write", "write")
     watch.wrap(sync, "_sha256", "hash")
     counts: dict[str, int] = {}
