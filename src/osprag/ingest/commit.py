@@ -8,8 +8,9 @@
 
 Killed between any two steps, a re-run converges: chunk ids are deterministic, a file whose
 pointer did not flip is prepared again, and the sync's stray collection removes chunks that no
-pointer names. One group instead of one file per step matters for speed: a Chroma call costs a
-fixed ~1 ms plus a commit, and files hold ~20 chunks each (bench/ingest.py, docs/benchmarks.md).
+pointer names. One group instead of one file per step matters for speed: files hold ~18 chunks
+each, and a chunk upserted with 255 others costs half the CPU of one upserted with 17 (0.7 vs
+1.4 ms at ef_construction 200, measured on qm-demo-automotive), besides one commit per call.
 """
 
 from __future__ import annotations
