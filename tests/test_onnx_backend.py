@@ -112,6 +112,33 @@ def test_order_is_restored_after_length_sort(onnx: OnnxEmbedder) -> None:
     np.testing.assert_allclose(batch, singles, atol=1e-5)
 
 
+def test_token_batches_cap_texts_and_padded_tokens() -> None:
+    spans = onnx_backend._token_batches([3, 5, 100, 100, 120, 1100], max_texts=4)
+    assert spans[0][0] == 0 and spans[-1][1] == 6
+    assert all(a < b and b == c for (a, b), (c, _) in zip(spans, spans[1:], strict=False))
+    lengths = [3, 5, 100, 100, 120, 1100]
+    for a, b in spans:
+        assert b - a <= 4
+        assert b - a == 1 or (b - a) * lengths[b - 1] <= onnx_backend.BATCH_TOKENS
+    assert spans[-1] == (5, 6)  # two such texts would pass the budget
+    assert onnx_backend._token_batches([], max_texts=4) == []
+    assert onnx_backend._token_batches([10] * 10, max_texts=32) == [(0, 10)]
+
+
+def test_parallel_bulk_path_matches_one_session(
+    onnx: OnnxEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many texts run as parallel single-threaded batches; the vectors must not change."""
+    texts = [f"{t} ({i})" for i in range(12) for t in NEW_TEXTS]
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    parallel = onnx.embed_documents(texts)
+    assert onnx._bulk is not None
+    monkeypatch.setattr(onnx, "_bulk_session", lambda: None)
+    serial = onnx.embed_documents(texts)
+    np.testing.assert_allclose(parallel, serial, atol=1e-5)
+    assert float((parallel * serial).sum(axis=1).min()) >= 0.99999
+
+
 def test_identity_matches_torch_backend(
     onnx: OnnxEmbedder, torch_embedder: SentenceTransformerEmbedder
 ) -> None:

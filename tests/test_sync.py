@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -237,3 +238,32 @@ def test_clean_noop_sync_skips_stray_scan(
     syncer._set_marker("dirty")
     kb.ingest([folder], "kern")
     assert len(calls) == 2
+
+
+def test_files_are_written_in_groups_and_a_refused_file_fails_alone(
+    kb: KnowledgeBase, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One chunk write for the whole folder; when the store refuses one file's chunks, the
+    group is retried file by file, so only that file fails and the others are in."""
+    from osprag.errors import InvalidMetadata
+
+    calls: list[int] = []
+    original = KnowledgeBase.write_chunks
+
+    def spy(self: KnowledgeBase, layer: str, texts: Any, **kwargs: Any) -> Any:
+        calls.append(len(texts))
+        if any("Sofortmaßnahmen" in t for t in texts):
+            raise InvalidMetadata("refused for the test")
+        return original(self, layer, texts, **kwargs)
+
+    monkeypatch.setattr(KnowledgeBase, "write_chunks", spy)
+    report = kb.ingest([folder], "kern")
+    assert calls[0] == sum(calls[1:]) and len(calls) == 4  # the group, then 3 files alone
+    assert {f.source: f.status for f in report.files} == {
+        "PRD_CRM_Crimphoehe.md": "added",
+        "QM_REK_8D.md": "failed",
+        "sub/QM_MSA_Messsystem.md": "added",
+    }
+    assert set(sources(kb)) == {"PRD_CRM_Crimphoehe.md", "sub/QM_MSA_Messsystem.md"}
+    monkeypatch.undo()
+    assert kb.ingest([folder], "kern").counts()["added"] == 1  # the refused file comes next time

@@ -108,8 +108,12 @@ def crash_env(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> d
     }
 
 
-def _worker_env(env_data: Path, models: Path, failpoints: str | None) -> dict[str, str]:
+def _worker_env(
+    env_data: Path, models: Path, failpoints: str | None, batch_chunks: int | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OSP_")}
+    if batch_chunks is not None:
+        env["OSP_INGEST_BATCH_CHUNKS"] = str(batch_chunks)
     env.update(
         OSP_DATA_DIR=str(env_data),
         OSP_MODEL_DIR=str(models),
@@ -139,15 +143,26 @@ def _rerun_and_compare(crash_env: dict[str, Any], data: Path) -> None:
         assert state(kb) == crash_env["reference"]
 
 
+# v2 writes 6 files of 9-12 chunks: at 20 chunks per write batch that is 3 batches of 2 files
+# each (the first of each pair changed, so its old chunks are collected); the default batch
+# (256) writes all 6 in one.
 @pytest.mark.parametrize(
-    "failpoint",
-    ["after_write:1", "after_write:4", "before_flip:2", "after_flip:3", "during_collect:1"],
+    ("failpoint", "batch_chunks"),
+    [
+        ("after_write:1", 20),
+        ("after_write:3", 20),
+        ("before_flip:2", 20),
+        ("after_flip:3", 20),
+        ("during_collect:1", 20),
+        ("after_write:1", None),
+        ("during_collect:1", None),
+    ],
 )
-def test_failpoints(crash_env: dict[str, Any], failpoint: str) -> None:
-    data = _fresh_copy(crash_env, f"fp-{failpoint.replace(':', '-')}")
+def test_failpoints(crash_env: dict[str, Any], failpoint: str, batch_chunks: int | None) -> None:
+    data = _fresh_copy(crash_env, f"fp-{failpoint.replace(':', '-')}-{batch_chunks}")
     proc = subprocess.run(
         [_osp(), "-q", "ingest", str(crash_env["corpus"]), "--layer", "kern"],
-        env=_worker_env(data, crash_env["models"], failpoint),
+        env=_worker_env(data, crash_env["models"], failpoint, batch_chunks),
         capture_output=True,
         text=True,
         timeout=300,

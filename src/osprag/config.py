@@ -176,6 +176,9 @@ class Settings(BaseSettings):
     max_file_mb: float = Field(50, gt=0, description="files above this size are refused")
     parse_memory_mb: int = Field(1024, ge=64, description="memory limit of the parser process")
     parse_timeout: float = Field(60, gt=0, description="seconds allowed to parse one file")
+    ingest_batch_chunks: int = Field(
+        256, ge=1, le=5000, description="chunks of several files embedded and written together"
+    )
 
     # layers
     layers: dict[str, LayerConfig] = Field(

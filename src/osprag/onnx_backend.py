@@ -17,6 +17,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -113,8 +114,10 @@ class OnnxEmbedder:
         # A Normalize module in the model normalises on torch whatever the setting says.
         self._normalize = identity.normalize or bool(meta.get("normalize_module"))
         self._lock = threading.Lock()
-        self._session: Any = None  # with _tokenizer and _inputs: built on first use
+        # Built on first use, so commands that never embed do not pay for them.
         self._tokenizer: Any = None
+        self._session: Any = None  # threads split each operator: one text at low latency
+        self._bulk: tuple[Any, ThreadPoolExecutor] | None = None  # see _bulk_session
         self._inputs: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:
@@ -125,51 +128,89 @@ class OnnxEmbedder:
         return self._identity
 
     def embed_documents(self, texts: Sequence[str]) -> Vectors:
-        return self._encode([self._identity.passage_prefix + t for t in texts])
+        return self._encode([self._identity.passage_prefix + t for t in texts], bulk=True)
 
     def embed_queries(self, texts: Sequence[str]) -> Vectors:
-        return self._encode([self._identity.query_prefix + t for t in texts])
+        return self._encode([self._identity.query_prefix + t for t in texts], bulk=False)
 
-    def _runtime(self) -> tuple[Any, Any]:
-        """Lazy, so commands that never embed do not pay for session creation."""
+    def _load_tokenizer(self) -> Any:
+        with self._lock:
+            if self._tokenizer is None:
+                path = self.directory / "tokenizer.json"
+                self._tokenizer = _load_tokenizer(path, self._max_len)
+            return self._tokenizer
+
+    def _split_session(self) -> Any:
         with self._lock:
             if self._session is None:
-                import onnxruntime as ort
+                self._session = self._new_session(self.threads or os.cpu_count() or 0)
+            return self._session
 
-                tokenizer = _load_tokenizer(self.directory / "tokenizer.json", self._max_len)
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = self.threads or os.cpu_count() or 0
-                opts.inter_op_num_threads = 1
-                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                # Spinning threads burn idle CPU between queries, which a server cannot afford.
-                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-                model = str(self.directory / "model.onnx")
-                try:
-                    session = ort.InferenceSession(model, opts, ["CPUExecutionProvider"])
-                except Exception as exc:
-                    raise ModelNotFound(
-                        f"cannot load ONNX model from {self.directory}: {exc}",
-                        hint="re-run `osp model export --force`",
-                    ) from None
-                self._inputs = frozenset(i.name for i in session.get_inputs())
-                self._tokenizer, self._session = tokenizer, session
-            return self._session, self._tokenizer
+    def _bulk_session(self) -> tuple[Any, ThreadPoolExecutor] | None:
+        """A single-threaded session that several threads run at once, one batch each.
 
-    def _encode(self, texts: Sequence[str]) -> Vectors:
+        For many texts this beats splitting every operator across threads: a MiniLM operator
+        on ~16 x 100 tokens is too small to split without waiting at each of the graph's joins,
+        and one core per batch keeps its working set in that core's cache (docs/benchmarks.md,
+        ingestion). None on a single core.
+        """
+        workers = self.threads or os.cpu_count() or 1
+        if workers < 2:
+            return None
+        with self._lock:
+            if self._bulk is None:
+                pool = ThreadPoolExecutor(workers, thread_name_prefix="osp-onnx")
+                self._bulk = (self._new_session(1), pool)
+            return self._bulk
+
+    def _new_session(self, threads: int) -> Any:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spinning threads burn idle CPU between queries, which a server cannot afford.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        model = str(self.directory / "model.onnx")
+        try:
+            session = ort.InferenceSession(model, opts, ["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelNotFound(
+                f"cannot load ONNX model from {self.directory}: {exc}",
+                hint="re-run `osp model export --force`",
+            ) from None
+        self._inputs = frozenset(i.name for i in session.get_inputs())
+        return session
+
+    def _encode(self, texts: Sequence[str], *, bulk: bool) -> Vectors:
+        """Queries run on the split session (latency); documents, when there are several
+        batches, on the bulk session in parallel — and on it alone once it exists, so an
+        ingesting process holds one copy of the model, not two."""
         dim = self._identity.dimension
         if not texts:
             return np.zeros((0, dim), dtype=np.float32)
-        session, tokenizer = self._runtime()
-        encodings = tokenizer.encode_batch(list(texts))
+        encodings = self._load_tokenizer().encode_batch(list(texts))
         # Similar lengths share a batch, so little compute goes to padding.
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        batches = _token_batches([len(encodings[i].ids) for i in order], self.batch_size)
         out = np.empty((len(encodings), dim), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
+        parallel = self._bulk_session() if bulk and (len(batches) > 1 or self._bulk) else None
+        session = parallel[0] if parallel is not None else self._split_session()
+
+        def run(span: tuple[int, int]) -> None:
+            idx = order[span[0] : span[1]]
             feeds = _pad([encodings[i] for i in idx], self._pad_id)
             hidden = session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
             out[idx] = self._pool(np.asarray(hidden, dtype=np.float32), feeds["attention_mask"])
+
+        if parallel is None or len(batches) == 1:
+            for span in batches:
+                run(span)
+        else:
+            for _ in parallel[1].map(run, batches):  # re-raises the first failure
+                pass
         return out
 
     def _pool(self, hidden: np.ndarray[Any, Any], mask: np.ndarray[Any, Any]) -> Vectors:
@@ -184,6 +225,25 @@ class OnnxEmbedder:
         if self._normalize:
             pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return np.asarray(pooled, dtype=np.float32)
+
+
+BATCH_TOKENS = 2048
+"""Padded tokens per model call: ~16 chunks of 128 tokens, up to ``batch_size`` short texts."""
+
+
+def _token_batches(lengths: Sequence[int], max_texts: int) -> list[tuple[int, int]]:
+    """[start, end) spans over ascending ``lengths``: at most ``max_texts`` texts and (unless
+    a single text is longer) ``BATCH_TOKENS`` padded tokens per span."""
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for i, n in enumerate(lengths):
+        # ascending order: the newest text sets the batch's padded width
+        if i > start and ((i - start + 1) * n > BATCH_TOKENS or i - start >= max_texts):
+            spans.append((start, i))
+            start = i
+    if lengths:
+        spans.append((start, len(lengths)))
+    return spans
 
 
 def _load_tokenizer(path: Path, max_len: int) -> Any:

@@ -18,12 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from osprag.embed_cache import CachingEmbedder
 from osprag.errors import IngestError, InvalidInput, InvalidMetadata, OspragError
-from osprag.failpoints import failpoint
-from osprag.ids import chunk_id
 from osprag.metadata import validate_metadata
 
+from .commit import GroupWriter
 from .meta import (
     detect_language,
     folder_defaults,
@@ -42,7 +40,6 @@ if TYPE_CHECKING:
 # this source (it has no supported suffix), so it never collides with a document.
 ROOT_MARKER = "<root>"
 SUPPORTED = {".pdf", ".docx", ".md", ".markdown", ".html", ".htm", ".txt", ".csv", ".xlsx", ".pptx"}
-PREWARM_CHUNKS = 256  # chunks embedded per model call across files
 Status = Literal["added", "updated", "unchanged", "deleted", "failed", "skipped"]
 
 
@@ -191,6 +188,7 @@ class Syncer:
         self.written = 0  # chunks written
         self._parser: Any = None
         self._chunker: Any = None
+        self._writer: GroupWriter | None = None
         if not dry_run:
             kb._require_writable()
 
@@ -212,6 +210,17 @@ class Syncer:
         if self._chunker is None:
             self._chunker = make_chunker(self.kb)
         return self._chunker
+
+    def writer(self) -> GroupWriter:
+        if self._writer is None:
+            self._writer = GroupWriter(
+                self.kb,
+                self.layer,
+                doc_key,
+                before_write=self._before_write,
+                progress=self.progress.on_chunks,
+            )
+        return self._writer
 
     def close(self) -> None:
         if self._parser is not None:
@@ -236,9 +245,8 @@ class Syncer:
         pending: list[_Pending] = []
 
         def flush() -> None:
-            self._prewarm(pending)
-            for item in pending:
-                self._record(report, self.finish(item))
+            for result in self.finish(pending):
+                self._record(report, result)
             pending.clear()
 
         for path, source, problem in candidates:
@@ -251,7 +259,7 @@ class Syncer:
                 self._record(report, prepared)
                 continue
             pending.append(prepared)
-            if sum(len(p.chunks) for p in pending) >= PREWARM_CHUNKS:
+            if sum(len(p.chunks) for p in pending) >= self.kb.settings.ingest_batch_chunks:
                 flush()
         flush()
         if glob is None:
@@ -316,8 +324,7 @@ class Syncer:
         prepared = self.prepare(path, source, root, root_key, rec)
         if isinstance(prepared, FileResult):
             return prepared
-        self._prewarm([prepared])
-        return self.finish(prepared)
+        return self.finish([prepared])[0]
 
     def prepare(
         self, path: Path, source: str, root: Path, root_key: str, rec: dict[str, Any] | None
@@ -358,32 +365,16 @@ class Syncer:
         except OSError as exc:
             return FileResult(source, "failed", reason=exc.strerror or str(exc))
 
-    def finish(self, p: _Pending) -> FileResult:
-        """Write one prepared file: new chunks, pointer flip, old chunks collected."""
-        try:
-            self._replace(p.source, p.root_key, p.sha, p.stat, p.meta, p.chunks, p.doc)
-        except (IngestError, InvalidMetadata, InvalidInput) as exc:
-            return FileResult(p.source, "failed", reason=_reason(exc))
-        return FileResult(p.source, p.status, chunks=len(p.chunks), warnings=p.doc.warnings)
-
-    def _prewarm(self, pending: list[_Pending]) -> None:
-        """Embed the chunks of several files in one call, into the embedding cache.
-
-        Files hold ~20 chunks each; batching across files keeps the model's batches full and
-        length-sorted. The writes then find every vector in the cache and stay per file, so
-        crash safety is unchanged.
-        """
-        embedder = self.kb.embedder
-        if not pending or not isinstance(embedder, CachingEmbedder):
-            return
-        texts = [c.text for p in pending for c in p.chunks]
-        misses = embedder.misses
-        embedder.embed_documents(texts)
-        fresh = embedder.misses - misses
-        if fresh:
-            tokens = sum(c.tokens for p in pending for c in p.chunks)
-            self.embedded += fresh
-            self.tokens += round(tokens * fresh / len(texts))
+    def finish(self, group: list[_Pending]) -> list[FileResult]:
+        """Write a group of prepared files (``commit.GroupWriter``), one result per file."""
+        written, failed = self.writer().write(group)
+        self.report_embedding(written.embedded, written.tokens, written.chunks)
+        return [
+            FileResult(p.source, "failed", reason=failed[p.source])
+            if p.source in failed
+            else FileResult(p.source, p.status, chunks=len(p.chunks), warnings=p.doc.warnings)
+            for p in group
+        ]
 
     def _metadata(
         self,
@@ -423,75 +414,6 @@ class Syncer:
         )
         return clean
 
-    def _replace(
-        self,
-        source: str,
-        root_key: str,
-        sha: str,
-        stat: os.stat_result,
-        meta: dict[str, Any],
-        chunks: list[Chunk],
-        doc: LoadedDocument,
-    ) -> None:
-        doc_id = doc_key(self.layer, root_key, source)
-        rev = sha[:16]
-        ids = [chunk_id(self.layer, f"{root_key}/{source}", rev, c.index) for c in chunks]
-        metas = []
-        for c in chunks:
-            m: dict[str, Any] = dict(meta)
-            m.update(
-                chunk_index=c.index,
-                char_start=c.char_start,
-                char_end=c.char_end,
-                osp_doc=doc_id,
-                osp_rev=rev,
-                osp_root=root_key,
-            )
-            if c.heading_path:
-                m["section"] = " > ".join(c.heading_path)
-            for key in ("page", "page_end", "sheet", "row_start", "row_end", "slide"):
-                value = getattr(c, key)
-                if value is not None:
-                    m[key] = value
-            metas.append(m)
-        texts = [c.text for c in chunks]
-        self._before_write()
-        result = self.kb.write_chunks(
-            self.layer, texts, ids=ids, metadatas=metas, progress=self.progress.on_chunks
-        )
-        self.report_embedding(
-            result.embedded,
-            round(sum(c.tokens for c in chunks) * result.embedded / len(chunks)),
-            len(chunks),
-        )
-        failpoint("after_write")
-        failpoint("before_flip")
-        self.kb.store.documents().write(
-            "upsert",
-            [doc_id],
-            [[1.0]],
-            [source],
-            [
-                {
-                    "layer": self.layer,
-                    "root": root_key,
-                    "source": source,
-                    "sha256": sha,
-                    "rev": rev,
-                    "size": stat.st_size,
-                    "mtime_ns": stat.st_mtime_ns,
-                    "chunks": len(chunks),
-                    "title": str(meta.get("title", "")),
-                    "access_level": int(meta["access_level"]),
-                    "ingested_at": time.time(),
-                    "warnings": len(doc.warnings),
-                }
-            ],
-        )
-        self.kb.record_write(self.layer, "flip")  # visibility changed: new generation
-        failpoint("after_flip")
-        self._collect(doc_id, keep_rev=rev)
-
     def report_embedding(self, embedded: int, tokens: int, written: int) -> None:
         self.embedded += embedded
         self.tokens += tokens
@@ -502,27 +424,13 @@ class Syncer:
         meta.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
         self.kb.store.documents().write("upsert", [doc_id], [[1.0]], [meta["source"]], [meta])
 
-    def _collect(self, doc_id: str, keep_rev: str | None) -> None:
-        col = self.kb.collection_for(self.layer)
-        if col is None:
-            return
-        res = col.get(where={"osp_doc": doc_id}, include=["metadatas"])
-        stale = [
-            rid
-            for rid, m in zip(res["ids"], res["metadatas"], strict=True)
-            if keep_rev is None or (m or {}).get("osp_rev") != keep_rev
-        ]
-        for i in range(0, len(stale), 500):
-            self.kb.delete_ids(self.layer, stale[i : i + 500])
-            failpoint("during_collect")
-
     def _delete_document(self, doc_id: str, source: str) -> FileResult:
         if self.dry_run:
             return FileResult(source, "deleted")
         self._before_write()
         self.kb.store.documents().delete([doc_id])  # pointer first: readers stop seeing it
         self.kb.record_write(self.layer, "flip")
-        self._collect(doc_id, keep_rev=None)
+        self.writer().collect({doc_id: None})
         return FileResult(source, "deleted")
 
     def _collect_strays(self, root_key: str) -> None:
