@@ -27,6 +27,7 @@ from .config import Settings, load_settings, settings_markdown
 from .errors import InvalidFilter, InvalidInput, OspragError
 from .knowledge_base import KnowledgeBase
 from .principal import Principal
+from .search.explain_text import explain_line
 
 
 class _State:
@@ -241,6 +242,7 @@ def add(
     show_default=True,
     help="search as a principal with this clearance",
 )
+@click.option("--explain", is_flag=True, help="show each leg's raw score and rank per hit")
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable output")
 def query(
     text: tuple[str, ...],
@@ -251,6 +253,7 @@ def query(
     min_score: float | None,
     mode: str | None,
     clearance: int,
+    explain: bool,
     json_mode: bool,
 ) -> None:
     """Search the layers (default all) and print one merged ranking."""
@@ -266,6 +269,7 @@ def query(
             min_score=min_score,
             principal=principal,
             mode=mode,
+            explain=explain,
         )
     if json_mode:
         _emit(result.to_dict())
@@ -287,10 +291,13 @@ def query(
         )
         badge = "[bold green]kern[/]" if hit.layer == "kern" else f"[bold blue]{hit.layer}[/]"
         console.print(
-            f"{hit.rank}. {badge} score {hit.score:.3f}  L{meta.get('access_level', '?')}"
+            f"{hit.rank}. {badge} relevance {hit.relevance or 0:.2f} (score {hit.score:.3f})"
+            f"  L{meta.get('access_level', '?')}"
             + (f"  {where_from}" if where_from else "")
             + f"  [dim]{hit.id}[/]"
         )
+        if hit.explain:
+            console.print(f"   [dim]{explain_line(hit.explain)}[/]")
         snippet = (hit.text or "").replace("\n", " ")
         console.print(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
 
@@ -587,6 +594,11 @@ def model_info(json_mode: bool) -> None:
         for key, value in identity.items():
             _out().print(f"[bold]{key}[/] = {value}")
         _out().print(f"[bold]backend[/] = {data['backend']}")
+
+
+from .cli_eval import eval_cmd  # noqa: E402
+
+cli.add_command(eval_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

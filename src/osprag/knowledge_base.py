@@ -658,6 +658,7 @@ class KnowledgeBase:
         principal: Principal = ...,
         mode: str | None = ...,
         alpha: float | None = ...,
+        explain: bool = ...,
     ) -> QueryResult: ...
 
     @overload
@@ -674,6 +675,7 @@ class KnowledgeBase:
         principal: Principal = ...,
         mode: str | None = ...,
         alpha: float | None = ...,
+        explain: bool = ...,
     ) -> list[QueryResult]: ...
 
     def query(
@@ -689,11 +691,14 @@ class KnowledgeBase:
         principal: Principal = LOCAL,
         mode: str | None = None,
         alpha: float | None = None,
+        explain: bool = False,
     ) -> QueryResult | list[QueryResult]:
         """Search the chosen layers (default all) and merge into one ranking per query.
 
         ``mode``: dense (cosine score), lexical (BM25 / the query's best BM25) or hybrid (the
         default: ``alpha`` × dense + (1 − alpha) × lexical, both normalised to [0, 1]).
+        Every hit also carries ``relevance``, a calibrated probability that ``min_score``
+        filters on; ``explain`` adds each leg's raw score and rank (search/calibration.py).
         """
         from .search.engine import QueryPlan, check_mode, run
 
@@ -720,6 +725,7 @@ class KnowledgeBase:
             principal=principal,
             mode=check_mode(mode or self.settings.search_mode),
             alpha=float(weight),
+            explain=bool(explain),
         )
         names = self._layers_arg(layers)
         plan.layers = [

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from osprag.results import Hit, QueryResult, score_from_distance
 from osprag.search.fusion import fuse
+from osprag.search.rerank import rerank
+from osprag.search.scoring import score_hits
 
 if TYPE_CHECKING:
     from osprag.knowledge_base import KnowledgeBase
@@ -52,12 +54,15 @@ class QueryPlan:
     principal: Principal
     mode: str
     alpha: float
+    explain: bool = False
 
 
 def run(kb: KnowledgeBase, plan: QueryPlan) -> list[QueryResult]:
     depth = plan.n_results + OVERFETCH
     if plan.mode == "hybrid":
         depth = max(3 * plan.n_results, 30) + OVERFETCH
+    if kb.settings.rerank_model:  # the cross-encoder needs its candidates
+        depth = max(depth, kb.settings.rerank_depth + OVERFETCH)
     want = sorted(set(plan.include) | {"metadatas", "documents", "distances"})
     t0 = time.perf_counter()
     vectors = None
@@ -177,9 +182,10 @@ def _rank(
             if plan.mode == "hybrid"
             else {k: v / max(lexical.values()) for k, v in lexical.items()}
         )
+    relevance, explained = score_hits(kb, plan.mode, query, visible, scores, plan.explain)
     ranked: list[tuple[float, int, Hit]] = []
     for key, score in scores.items():
-        if score is None or (plan.min_score is not None and score < plan.min_score):
+        if score is None or (plan.min_score is not None and relevance[key] < plan.min_score):
             continue
         cand = visible[key]
         cfg = kb.settings.layers[cand.layer]
@@ -194,11 +200,17 @@ def _rank(
                     metadata=kb.public_metadata(cand.meta) if "metadatas" in plan.include else {},
                     distance=cand.distance,
                     score=float(score),
+                    relevance=relevance[key],
+                    explain=explained.get(key),
                 ),
             )
         )
     ranked.sort(key=lambda t: (t[0], t[1], t[2].id), reverse=True)
-    hits = [h for _, _, h in ranked[: plan.n_results]]
+    hits = [h for _, _, h in ranked]
+    if kb.settings.rerank_model:
+        texts = {(h.layer, h.id): visible[(h.layer, h.id)].text for h in hits}
+        hits = rerank(kb.settings.rerank_model, query, hits, texts, kb.settings.rerank_depth)
+    hits = hits[: plan.n_results]
     for rank, hit in enumerate(hits, 1):
         hit.rank = rank
     return QueryResult(query=query, hits=hits)
