@@ -123,6 +123,14 @@ def main() -> None:
                 + " | ".join(cells)
                 + f" | {p:.2f} | {r:.2f} | {n}/{len(rows)} |"
             )
+            if mode == "hybrid":
+                sweep = []
+                for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+                    sp, sr, sn = refusal(rows, t)
+                    sweep.append(f"{t}: P {sp:.2f} R {sr:.2f} ({sn} refused)")
+                detail.append(
+                    f"{CONFIGS[config]} hybrid refusal by threshold — " + "; ".join(sweep)
+                )
             misses = [x["id"] for x in rows if x["kind"] == "answerable" and not x["hit5"]]
             detail.append(f"{CONFIGS[config]} {mode}: not in top 5: {', '.join(misses) or '—'}")
             print(lines[-1], flush=True)

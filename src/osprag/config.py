@@ -128,15 +128,18 @@ class Settings(BaseSettings):
     search_mode: Literal["dense", "lexical", "hybrid"] = Field(
         "hybrid", description="default query mode: dense, lexical (BM25) or hybrid"
     )
-    fusion_alpha: float = Field(
-        0.2, ge=0, le=1, description="hybrid: weight of the dense leg (bench/fusion_study.py)"
+    fusion_alpha: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="hybrid: weight of the dense leg; default per model (bench/model_study.py)",
     )
     rerank_model: str | None = Field(
         None, description="cross-encoder (local path or cached name) reranking the top hits"
     )
     rerank_depth: int = Field(20, ge=2, le=1000, description="hits the cross-encoder reorders")
     answer_min_score: float = Field(
-        0.5, ge=0, le=1, description="calibrated score below which a question counts unanswered"
+        0.75, ge=0, le=1, description="calibrated score below which a question counts unanswered"
     )
 
     # ingestion

@@ -301,6 +301,11 @@ def evaluate(
             kb, data.queries, mode=chosen, layers=[target], chunk_depth=depth, progress=progress
         )
         model = kb.embedder.identity.name if chosen != "lexical" else "-"
+        alpha = settings.fusion_alpha
+        if alpha is None:
+            from .search.fusion import default_alpha
+
+            alpha = default_alpha(kb.embedder.identity.name)
     runs = {qid: pool_documents(h) for qid, h in hits.items()}
     ndcg, rec, mrr, per = score_runs(runs, data.qrels)
     if run_out is not None:
@@ -310,7 +315,7 @@ def evaluate(
         mode=chosen,
         layer=target,
         model=model,
-        alpha=settings.fusion_alpha,
+        alpha=alpha,
         documents=len(data.corpus),
         chunks=chunks,
         queries=len(data.queries),

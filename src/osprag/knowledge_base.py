@@ -712,6 +712,10 @@ class KnowledgeBase:
         ):
             raise InvalidInput(f"min_score must be a number, got {min_score!r}")
         weight = self.settings.fusion_alpha if alpha is None else alpha
+        if weight is None:
+            from .search.fusion import default_alpha
+
+            weight = default_alpha(self.embedder.identity.name)
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 1:
             raise InvalidInput(f"alpha must be a number in [0, 1], got {alpha!r}")
         plan = QueryPlan(
