@@ -69,7 +69,16 @@ def test_add_query_json_roundtrip(osp) -> None:  # type: ignore[no-untyped-def]
     assert data["query"] == "Crimphöhe Toleranz"
     assert data["hits"][0]["id"] == "k1" and data["hits"][0]["layer"] == "kern"
     assert data["hits"][0]["metadata"] == {"access_level": 2, "version": "2.1"}
-    assert set(data["hits"][0]) == {"id", "layer", "text", "metadata", "distance", "score", "rank"}
+    assert set(data["hits"][0]) == {
+        "id",
+        "layer",
+        "text",
+        "metadata",
+        "distance",
+        "score",
+        "rank",
+        "relevance",
+    }
     code, out, _ = osp("query", "Crimphöhe", "--clearance", "1", "--json")
     assert [h["layer"] for h in json.loads(out)["hits"]] == ["erweitert"]
     code, out, _ = osp("query", "Crimphöhe")

@@ -87,7 +87,9 @@ def test_where_filter_and_min_score(filled: KnowledgeBase) -> None:
     res = filled.query("Crimphöhe", where_document={"$contains": "Auszugskraft"})
     assert [h.id for h in res.hits] == ["k2"]
     for mode in ("dense", "lexical", "hybrid"):
-        best = filled.query("Crimphöhe 0,35 mm²", mode=mode).hits[0].score
+        hits = filled.query("Crimphöhe 0,35 mm²", mode=mode).hits
+        best = hits[0].relevance  # min_score filters on the calibrated relevance
+        assert best is not None and best > max(h.relevance or 0 for h in hits[1:]), mode
         res = filled.query("Crimphöhe 0,35 mm²", min_score=best - 1e-6, mode=mode)
         assert [h.id for h in res.hits] == ["k1"], mode
 

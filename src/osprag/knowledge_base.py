@@ -687,6 +687,7 @@ class KnowledgeBase:
         expand: bool | None = ...,
         layer_min: Mapping[str, int] | None = ...,
         use_cache: bool = ...,
+        explain: bool = ...,
     ) -> QueryResult: ...
 
     @overload
@@ -708,6 +709,7 @@ class KnowledgeBase:
         expand: bool | None = ...,
         layer_min: Mapping[str, int] | None = ...,
         use_cache: bool = ...,
+        explain: bool = ...,
     ) -> list[QueryResult]: ...
 
     def query(
@@ -728,6 +730,7 @@ class KnowledgeBase:
         expand: bool | None = None,
         layer_min: Mapping[str, int] | None = None,
         use_cache: bool = True,
+        explain: bool = False,
     ) -> QueryResult | list[QueryResult]:
         """Search the chosen layers (default all) and merge into one ranking per query.
 
@@ -737,6 +740,8 @@ class KnowledgeBase:
         query (``[QM]``, ``QM:``) filters unless ``route_tags=False``; glossary synonyms expand
         the lexical leg unless ``expand=False``; ``layer_min`` ({"kern": 2}) overrides the
         layers' ``min_hits``. See docs/retrieval.md.
+        Every hit also carries ``relevance``, a calibrated probability that ``min_score``
+        filters on; ``explain`` adds each leg's raw score and rank (search/calibration.py).
         """
         from .search.answer import QueryOptions, answer
         from .search.engine import QueryPlan, check_mode
@@ -752,6 +757,10 @@ class KnowledgeBase:
         ):
             raise InvalidInput(f"min_score must be a number, got {min_score!r}")
         weight = self.settings.fusion_alpha if alpha is None else alpha
+        if weight is None:
+            from .search.fusion import default_alpha
+
+            weight = default_alpha(self.embedder.identity.name)
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 1:
             raise InvalidInput(f"alpha must be a number in [0, 1], got {alpha!r}")
         plan = QueryPlan(
@@ -765,6 +774,7 @@ class KnowledgeBase:
             principal=principal,
             mode=check_mode(mode or self.settings.search_mode),
             alpha=float(weight),
+            explain=bool(explain),
         )
         names = self._layers_arg(layers)
         plan.layer_min = layer_minimums(

@@ -25,11 +25,16 @@ class Hit:
     text: str | None
     metadata: dict[str, Any]
     distance: float | None  # the dense leg's distance; None for a lexical-only hit
-    score: float
+    score: float  # the mode's ranking score (cosine, BM25 / best BM25, or the fused value)
     rank: int = 0
+    relevance: float | None = None  # calibrated P(relevant), what min_score filters on
+    explain: dict[str, Any] | None = None  # per-leg raw scores and ranks (query(explain=True))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.explain is None:
+            data.pop("explain")
+        return data
 
 
 @dataclass

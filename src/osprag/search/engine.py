@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from osprag.results import Hit, QueryResult, score_from_distance
 from osprag.search import snapshot
 from osprag.search.fusion import fuse
-from osprag.search.quota import apply_minimums
+from osprag.search.quota import Ranked, apply_minimums
+from osprag.search.rerank import rerank
+from osprag.search.scoring import score_hits
 
 if TYPE_CHECKING:
     from osprag.knowledge_base import KnowledgeBase
@@ -56,12 +58,15 @@ class QueryPlan:
     alpha: float
     layer_min: dict[str, int] = field(default_factory=dict)  # search/quota.py
     expansions: list[dict[str, float]] | None = None  # per query, search/glossary.py
+    explain: bool = False
 
 
 def run(kb: KnowledgeBase, plan: QueryPlan) -> list[QueryResult]:
     depth = plan.n_results + OVERFETCH
     if plan.mode == "hybrid":
         depth = max(3 * plan.n_results, 30) + OVERFETCH
+    if kb.settings.rerank_model:  # the cross-encoder needs its candidates
+        depth = max(depth, kb.settings.rerank_depth + OVERFETCH)
     want = sorted(set(plan.include) | {"metadatas", "documents", "distances"})
     t0 = time.perf_counter()
     vectors = None
@@ -196,29 +201,37 @@ def _rank(
             if plan.mode == "hybrid"
             else {k: v / max(lexical.values()) for k, v in lexical.items()}
         )
-    ranked: list[tuple[float, int, str, tuple[str, str], float]] = []
+    relevance, explained = score_hits(kb, plan.mode, query, visible, scores, plan.explain)
+    ranked: list[Ranked] = []
     for key, score in scores.items():
-        if score is None or (plan.min_score is not None and score < plan.min_score):
+        if score is None or (plan.min_score is not None and relevance[key] < plan.min_score):
             continue
         cfg = kb.settings.layers[key[0]]
         ranked.append((score * cfg.weight, -cfg.priority, key[1], key, float(score)))
     ranked.sort(key=lambda t: (t[0], t[1], t[2]), reverse=True)
-    hits = []
-    for rank, (_, _, _, key, score) in enumerate(
-        apply_minimums(ranked, plan.n_results, plan.layer_min), 1
-    ):
-        cand = visible[key]  # only the returned hits pay for their metadata copy
-        hits.append(
-            Hit(
-                id=cand.id,
-                layer=cand.layer,
-                text=cand.text if "documents" in plan.include else None,
-                metadata=kb.public_metadata(cand.meta) if "metadatas" in plan.include else {},
-                distance=cand.distance,
-                score=score,
-                rank=rank,
-            )
+
+    def build(t: Ranked) -> Hit:
+        cand = visible[t[3]]  # only returned (or reranked) hits pay for their metadata copy
+        return Hit(
+            id=cand.id,
+            layer=cand.layer,
+            text=cand.text if "documents" in plan.include else None,
+            metadata=kb.public_metadata(cand.meta) if "metadatas" in plan.include else {},
+            distance=cand.distance,
+            score=t[4],
+            relevance=relevance[t[3]],
+            explain=explained.get(t[3]),
         )
+
+    if kb.settings.rerank_model:
+        pool = [build(t) for t in ranked[: max(plan.n_results, kb.settings.rerank_depth)]]
+        texts = {(h.layer, h.id): visible[(h.layer, h.id)].text for h in pool}
+        hits = rerank(kb.settings.rerank_model, query, pool, texts, kb.settings.rerank_depth)
+        hits = hits[: plan.n_results]
+    else:
+        hits = [build(t) for t in apply_minimums(ranked, plan.n_results, plan.layer_min)]
+    for rank, hit in enumerate(hits, 1):
+        hit.rank = rank
     return QueryResult(query=query, hits=hits)
 
 

