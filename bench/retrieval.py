@@ -18,6 +18,7 @@ that wraps osprag's embedder. Every system is warmed with 5 queries first.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -233,8 +234,8 @@ def render(results: dict[str, dict[str, Any]], n_queries: int, seconds: float) -
             "unique questions per row (none repeats within a system; query embeddings are never "
             "cached), after 5 warm-up queries; stages from `QueryResult.timings_ms`. The peer is "
             "LlamaIndex `VectorStoreIndex.from_vector_store(ChromaVectorStore(<the same "
-            "collection>)).as_retriever(similarity_top_k=5)`, dense only. Other work shared the "
-            "2 cores during this run: treat absolute figures as provisional, ratios as indicative. "
+            "collection>)).as_retriever(similarity_top_k=5)`, dense only. "
+            + f"1-min load average at the end: {os.getloadavg()[0]:.1f}. "
             + machine_line()
             + f" Whole run {seconds / 60:.1f} min.",
             "",
