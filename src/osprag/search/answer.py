@@ -86,6 +86,8 @@ def answer(kb: KnowledgeBase, plan: QueryPlan, options: QueryOptions) -> list[Qu
             alpha=plan.alpha,
             layer_min=plan.layer_min,
             expansions=expansions[i],
+            explain=plan.explain,
+            rerank=(kb.settings.rerank_model, kb.settings.rerank_depth),
         )
         keys.append(key)
         hit = cache.get(key) if cache is not None else None

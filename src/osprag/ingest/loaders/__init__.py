@@ -122,7 +122,9 @@ def _library_noise(sink: list[str]) -> Iterator[None]:
             warnings.simplefilter("always")
             yield
         for item in caught:
-            if not issubclass(item.category, DeprecationWarning | PendingDeprecationWarning):
+            # ResourceWarnings come from the garbage collector finalising unrelated objects
+            noise = DeprecationWarning | PendingDeprecationWarning | ResourceWarning
+            if not issubclass(item.category, noise):
                 sink.append(f"{item.category.__name__}: {item.message}")
     finally:
         logger.removeHandler(handler)
