@@ -27,7 +27,6 @@ from .config import Settings, load_settings, settings_markdown
 from .errors import InvalidFilter, InvalidInput, OspragError
 from .knowledge_base import KnowledgeBase
 from .principal import Principal
-from .search.explain_text import explain_line
 
 
 class _State:
@@ -329,6 +328,8 @@ def query(
             + f"  [dim]{hit.id}[/]"
         )
         if hit.explain:
+            from .search.explain_text import explain_line  # the search package pulls scipy
+
             console.print(f"   [dim]{explain_line(hit.explain)}[/]")
         snippet = (hit.text or "").replace("\n", " ")
         console.print(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
