@@ -28,6 +28,21 @@ CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, ts INTEGER NOT NULL);
 """
 
 
+def open_shared_sqlite(path: Path | None) -> sqlite3.Connection:
+    """An autocommit WAL connection several processes on this machine share (``None``: memory)."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(
+        ":memory:" if path is None else str(path),
+        timeout=30.0,
+        isolation_level=None,
+        check_same_thread=False,
+    )
+    if path is not None:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
 class Generation(NamedTuple):
     """(epoch, seq): compare for equality only; seq is local to this machine's derived data."""
 
@@ -42,17 +57,7 @@ class GenerationStore:
         self.path = path
         self._lock = threading.Lock()
         try:
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                ":memory:" if path is None else str(path),
-                timeout=30.0,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            if path is not None:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db = open_shared_sqlite(path)
             self._db.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise NotWritable(f"cannot open generation state {path}: {exc}") from None

@@ -35,6 +35,7 @@ from osprag.errors import (
     NotWritable,
     StoreError,
 )
+from osprag.generations import open_shared_sqlite
 from osprag.search.analysis import LANGUAGES, Analyzer, QueryTerms
 from osprag.search.postings import Document, IntArray, Key, MemoryIndex
 from osprag.search.where_eval import compile_where
@@ -101,17 +102,7 @@ class LexicalIndex:
         self._lock = threading.RLock()
         self._closed = False
         try:
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                ":memory:" if path is None else str(path),
-                timeout=30.0,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            if path is not None:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db = open_shared_sqlite(path)
             self._init_schema()
         except sqlite3.Error as exc:
             raise NotWritable(f"cannot open lexical index {path}: {exc}") from None
