@@ -127,6 +127,81 @@ def peer_latency(
     return {"p50": statistics.median(total), "p95": pct(total, 95)}
 
 
+CORPUS = ROOT / "examples" / "osp-corpus"
+
+
+def sample_latency(
+    settings: Settings, embedder: Embedder, queries: Sequence[str], n_queries: int
+) -> dict[str, dict[str, float]]:
+    """The issue's latency target is on the sample corpus: both layers, as ``make run`` loads it.
+
+    The questions are GermanQuAD's (unique, unused by the other rows): a query's cost depends
+    on its length and the layers' size, not on whether it is answerable here.
+    """
+    import tempfile
+
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    out: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="osp-bench-sample-") as tmp:
+        local = settings.model_copy(update={"data_dir": Path(tmp) / "data"})
+        with KnowledgeBase.open(local, embedder=embedder) as kb:
+            kb.ingest([CORPUS / "kern"], "kern")
+            kb.ingest([CORPUS / "erweitert"], "erweitert")
+            out["_chunks"] = {"kern": kb.count("kern"), "erweitert": kb.count("erweitert")}
+            slices = iter(queries[i * n_queries : (i + 1) * n_queries] for i in range(5))
+            for mode in MODES:
+                out[mode] = osprag_latency(kb, next(slices), mode)
+                print("sample", mode, out[mode], flush=True)
+            folder = resolve_model_path(settings.embedding_model)
+            peer = HuggingFaceEmbedding(model_name=str(folder), device="cpu")
+            out["peer_torch"] = peer_latency(kb, "kern", peer, next(slices))
+            out["peer_runtime"] = peer_latency(kb, "kern", peer_embedding(embedder), next(slices))
+            print("sample peers", out["peer_torch"], out["peer_runtime"], flush=True)
+    return out
+
+
+def render_sample(res: dict[str, dict[str, float]], n_queries: int) -> list[str]:
+    chunks = res["_chunks"]
+    torch_p50 = res["peer_torch"]["p50"]
+    lines = [
+        f"Sample corpus (`examples/osp-corpus`, kern {chunks['kern']:.0f} + erweitert "
+        f"{chunks['erweitert']:.0f} chunks, ingested as `make run` does; all-MiniLM-L6-v2 on "
+        f"ONNX): `query()` over both layers, {n_queries} unique GermanQuAD questions per row. "
+        "The peer retriever searches the kern collection only (one ChromaVectorStore).",
+        "",
+        "| system | mode | p50 ms | p95 ms | embed p50 | search p50 | merge p50 | "
+        "LlamaIndex torch p50 / this p50 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for mode in MODES:
+        row = res[mode]
+        lines.append(
+            f"| osprag query(), both layers | {mode} | {row['p50']:.2f} | {row['p95']:.2f} | "
+            f"{row['embed']:.2f} | {row['search']:.2f} | {row['merge']:.2f} | "
+            f"{torch_p50 / row['p50']:.2f}× |"
+        )
+    for key, label in (
+        ("peer_torch", "LlamaIndex retriever, torch (HuggingFaceEmbedding)"),
+        ("peer_runtime", "LlamaIndex retriever, osprag's ONNX runtime"),
+    ):
+        row = res[key]
+        lines.append(
+            f"| {label} | dense | {row['p50']:.2f} | {row['p95']:.2f} | | | | "
+            f"{torch_p50 / row['p50']:.2f}× |"
+        )
+    ratio = torch_p50 / res["hybrid"]["p50"]
+    lines += [
+        "",
+        "Target: hybrid p50 ≤ 8 ms on the sample corpus, stated in the issue as 2× faster than "
+        "LlamaIndex's retriever on torch measured on the issue's machine (16 ms). Same run here: "
+        f"osprag hybrid {res['hybrid']['p50']:.2f} ms, LlamaIndex torch {torch_p50:.2f} ms → "
+        f"{ratio:.2f}× ({'met' if ratio >= 2 else 'NOT met'} as a ratio; the absolute 8 ms "
+        f"{'met' if res['hybrid']['p50'] <= 8 else 'NOT met'} on this host).",
+    ]
+    return lines
+
+
 def run_config(config: str, n_queries: int, limit: int | None = None) -> dict[str, Any]:
     settings = settings_for(config)
     if settings.embedding_backend == "onnx":
@@ -177,6 +252,10 @@ def run_config(config: str, n_queries: int, limit: int | None = None) -> dict[st
             for label, model in peers:
                 out["peers"][label] = peer_latency(kb, layer, model, next(slices))
                 print(config, label, out["peers"][label], flush=True)
+            if config == "minilm":
+                out["sample"] = sample_latency(
+                    settings, embedder, unique[::-1], n_queries
+                )
     return out
 
 
@@ -222,6 +301,10 @@ def render(results: dict[str, dict[str, Any]], n_queries: int, seconds: float) -
         f"{c}: " + ", ".join(f"{s} {n}" for s, n in r.get("chunks", {}).items())
         for c, r in results.items()
     )
+    sample: list[str] = []
+    for res in results.values():
+        if "sample" in res:
+            sample = ["", *render_sample(res["sample"], n_queries)]
     return "\n".join(
         [
             "Quality: each dev set loaded as `osp eval` loads it (osprag's chunker, 128 tokens; "
@@ -240,6 +323,7 @@ def render(results: dict[str, dict[str, Any]], n_queries: int, seconds: float) -
             + f" Whole run {seconds / 60:.1f} min.",
             "",
             *l_lines,
+            *sample,
             "",
             "Reproduce: `.venv/bin/pip install -c constraints.txt -e '.[bench,multilingual]'`, "
             "then "

@@ -59,7 +59,7 @@ def test_cache_can_be_switched_off(kb: KnowledgeBase) -> None:
 
 
 def _result(q: str) -> QueryResult:
-    return QueryResult(q, [Hit("a", "kern", "t", {}, None, 1.0, 1)])
+    return QueryResult(q, [Hit("a", "kern", "t", {"source": "a.md", "tags": ["QM"]}, None, 1.0, 1)])
 
 
 def test_lru_and_ttl() -> None:
@@ -81,9 +81,12 @@ def test_cached_results_are_copies() -> None:
     cache.put("k", _result("q"))
     got = cache.get("k")
     assert got is not None
+    got.hits[0].metadata["source"] = "changed"
+    got.hits[0].metadata["tags"].append("X")
     got.hits.clear()
     again = cache.get("k")
     assert again is not None and len(again.hits) == 1
+    assert again.hits[0].metadata == {"source": "a.md", "tags": ["QM"]}
 
 
 @pytest.mark.parametrize(

@@ -102,6 +102,11 @@ def test_sync_add_unchanged_change_delete(kb: KnowledgeBase, folder: Path) -> No
     assert {
         r.metadata["version"] for r in kb.get("kern", where={"source": "PRD_CRM_Crimphoehe.md"})
     } == {"2.0"}
+    # the first query above memoised the old revision pointer: the write must void it
+    for mode in ("dense", "lexical", "hybrid"):
+        found = kb.query("Toleranzen Crimphöhe", n_results=10, mode=mode).hits
+        crimp = [h for h in found if h.metadata["source"] == "PRD_CRM_Crimphoehe.md"]
+        assert crimp and {h.metadata["version"] for h in crimp} == {"2.0"}, mode
     # nothing left over from the old version anywhere in the collection
     col = kb.collection_for("kern")
     assert col is not None and col.count() == len(kb.get("kern", include=[]))

@@ -17,6 +17,7 @@ import time
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from osprag.results import QueryResult
@@ -27,6 +28,23 @@ def normalise_query(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 
+def copy_result(result: QueryResult) -> QueryResult:
+    """A copy the caller may mutate: metadata values are scalars or lists of scalars (Chroma's
+    types), so a structured copy is enough — ``deepcopy`` cost ~0.7 ms per five hits."""
+    return QueryResult(
+        query=result.query,
+        hits=[
+            replace(
+                h,
+                metadata={k: list(v) if isinstance(v, list) else v for k, v in h.metadata.items()},
+                explain=copy.deepcopy(h.explain) if h.explain is not None else None,
+            )
+            for h in result.hits
+        ],
+        timings_ms=dict(result.timings_ms),
+    )
+
+
 def make_key(**parts: Any) -> str:
     return json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
 
@@ -34,9 +52,7 @@ def make_key(**parts: Any) -> str:
 class ResultCache:
     """Thread-safe LRU of query results; ``get`` and ``put`` copy, so callers may mutate."""
 
-    def __init__(
-        self, size: int, ttl: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, size: int, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.size = size
         self.ttl = ttl
         self._clock = clock
@@ -59,10 +75,10 @@ class ResultCache:
                 return None
             self._items.move_to_end(key)
             self.hits += 1
-            return copy.deepcopy(item[1])
+            return copy_result(item[1])
 
     def put(self, key: str, result: QueryResult) -> None:
-        stored = copy.deepcopy(result)
+        stored = copy_result(result)
         with self._lock:
             self._items[key] = (self._clock(), stored)
             self._items.move_to_end(key)

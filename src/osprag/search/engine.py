@@ -107,8 +107,11 @@ def run(kb: KnowledgeBase, plan: QueryPlan) -> list[QueryResult]:
                     )
     if plan.mode != "dense" and plan.layers:
         _lexical_leg(kb, plan, per_query, depth)
-    metas = [c.meta for cands in per_query for c in cands.values()]
-    stale = kb._stale_filter(metas)
+    metas: dict[str, list[dict[str, Any]]] = {}
+    for cands in per_query:
+        for c in cands.values():
+            metas.setdefault(c.layer, []).append(c.meta)
+    stale = snapshot.stale_filter(kb, metas)
     t2 = time.perf_counter()
     results = [_rank(kb, plan, q, per_query[qi], stale) for qi, q in enumerate(plan.queries)]
     t3 = time.perf_counter()
