@@ -90,6 +90,10 @@ def test_add_query_json_roundtrip(osp) -> None:  # type: ignore[no-untyped-def]
         "kern": 1,
         "erweitert": 1,
     }
+    code, out, _ = osp("reindex", "--lexical", "--json")
+    assert code == 0 and json.loads(out) == {"lexical": {"kern": 1, "erweitert": 1}}
+    code, out, _ = osp("query", "Crimphöhe", "--mode", "lexical", "--json")
+    assert {h["id"] for h in json.loads(out)["hits"]} >= {"k1"}
     code, out, _ = osp("delete", "-l", "kern", "--where", '{"version": "2.1"}', "--json")
     assert json.loads(out) == {"layer": "kern", "deleted": 1}
 

@@ -167,6 +167,22 @@ def test_upsert_replaces_and_delete_removes(index: LexicalIndex) -> None:
     assert index.count() == 1
 
 
+def test_a_writer_holds_no_postings_until_it_reads(tmp_path: Path) -> None:
+    """Imports and rebuilds only write: they must stream rows, not build the in-memory index."""
+    path = tmp_path / "lexical.sqlite"
+    with LexicalIndex(path) as writer:
+        writer.upsert("kern", ["a", "b", "c"], ["Dichtung prüfen", "Stecker prüfen", "Gehäuse"])
+        writer.upsert("kern", ["a"], ["Gehäuse prüfen"])
+        assert writer.delete("kern", ["b", "b", "missing"]) == 1
+        writer.clear("erweitert")
+        assert not writer.loaded
+        assert writer.count() == 2 and writer.loaded
+        assert sorted(_ids(writer.search("Gehäuse", k=5))) == ["a", "c"]
+        assert writer.search("Dichtung") == [] and writer.search("Stecker") == []
+        writer.clear("kern")
+        assert not writer.loaded and writer.count() == 0
+
+
 def test_count_and_clear(index: LexicalIndex) -> None:
     index.upsert("kern", ["a", "b"], ["eins", "zwei"])
     index.upsert("erweitert", ["a"], ["drei"])
@@ -240,6 +256,7 @@ def test_two_connections_see_each_other(tmp_path: Path) -> None:
     with LexicalIndex(path) as writer, LexicalIndex(path) as reader:
         writer.upsert("kern", ["a"], ["Crimphöhe"])
         assert _ids(reader.search("Crimphöhe")) == ["a"]
+        assert reader.loaded and not writer.loaded  # the writer's ids come from the file
         reader.upsert("kern", ["b"], ["Crimphöhe Messung"])  # its term ids must not collide
         writer.upsert("kern", ["c"], ["Messung Dichtung"])
         for ix in (writer, reader):

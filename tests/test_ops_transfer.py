@@ -35,6 +35,7 @@ def test_export_import_round_trip_and_idempotent(
     out = tmp_path / "erweitert.jsonl.gz"
     report = export_layer(kb, "erweitert", out)
     assert report.chunks == kb.count("erweitert") and report.documents >= 3
+    assert report.incomplete_documents == []
     assert oct(out.stat().st_mode & 0o777) == "0o600"
     lines = gzip.decompress(out.read_bytes()).decode().splitlines()
     assert json.loads(lines[0])["identity"]["dimension"] == 384
@@ -59,9 +60,25 @@ def test_export_import_round_trip_and_idempotent(
     epoch = swap.current_epoch(kb.store)
     rep = import_file(kb, out, replace=True)
     assert rep.mode == "replace" and rep.epoch == epoch + 1
+    assert not kb.lexical.loaded  # the lexical rebuild streamed rows, built no postings
+    assert kb.lexical.count("erweitert") == kb.count("erweitert")
+    assert kb.query("Crimpdatentabelle", layers="erweitert", mode="lexical").hits
     assert not kb.get("erweitert", ids=["stray"])
     same(snapshot(kb), state1, settings.space)
     assert swap.orphans(kb) == []
+
+    # a document rewritten while it was exported (its pointer promises other chunks) is named
+    docs = kb.store.documents()
+    page = docs.get(where={"layer": "erweitert"}, include=["documents", "metadatas"])
+    rid, doc, meta = next(
+        (i, d, dict(m))
+        for i, d, m in zip(page["ids"], page["documents"], page["metadatas"], strict=True)
+        if "chunks" in m
+    )
+    meta["chunks"] = int(meta["chunks"]) + 1
+    docs.write("upsert", [rid], [[1.0]], [doc or ""], [meta])
+    again = export_layer(kb, "erweitert", tmp_path / "again.jsonl")
+    assert again.incomplete_documents == [rid]
 
 
 def test_bit_for_bit_in_l2_space(tmp_path: Path, embedder: Embedder) -> None:

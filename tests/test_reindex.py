@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -108,3 +109,30 @@ def test_interrupted_reindex_leaves_old_layer_queryable(kb: KnowledgeBase) -> No
     assert sorted(n for n in kb.store.list_collections() if n.startswith("osp_kern")) == [
         kb.store.aliases()["kern"]
     ]
+
+
+def test_lexical_rebuild_streams_pages_and_builds_no_postings(
+    kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``osp reindex --lexical`` and the rebuild after every import/restore: pages of ``batch``
+    records without vectors, rows written as they come, no in-memory postings built."""
+    _fill(kb)
+    query = "Crimphöhe 0,75 mm"
+    before = [(h.id, h.score) for h in kb.query(query, mode="lexical", n_results=5).hits]
+    assert kb.lexical.loaded  # the query loaded them: the rebuild must drop, not grow them
+    col = kb.collection_for("kern")
+    assert col is not None
+    pages: list[tuple[int, list[str]]] = []
+    real_get = col.get
+
+    def spy(**kw: Any) -> Any:
+        pages.append((kw["limit"], list(kw["include"])))
+        return real_get(**kw)
+
+    monkeypatch.setattr(col, "get", spy)
+    assert kb.rebuild_lexical(["kern"], batch=7) == {"kern": 30}
+    assert [limit for limit, _ in pages] == [7] * 5
+    assert all("embeddings" not in include for _, include in pages)
+    assert not kb.lexical.loaded
+    after = [(h.id, h.score) for h in kb.query(query, mode="lexical", n_results=5).hits]
+    assert after == before and kb.lexical.count("kern") == 30

@@ -897,8 +897,13 @@ class KnowledgeBase:
             self._lexical_checked.add(layer)
         return index
 
-    def rebuild_lexical(self, layers: Sequence[str] | None = None) -> dict[str, int]:
-        """Rebuild the lexical index of layers from Chroma (``osp reindex --lexical``)."""
+    def rebuild_lexical(
+        self, layers: Sequence[str] | None = None, *, batch: int = 1000
+    ) -> dict[str, int]:
+        """Rebuild the lexical index of layers from Chroma (``osp reindex --lexical``).
+
+        Streamed: ``batch`` records at a time, without embeddings, each batch committed as it
+        comes; a process that has not queried holds no postings (``LexicalIndex.loaded``)."""
         index = self.lexical
         out: dict[str, int] = {}
         for layer in self._layers_arg(layers):
@@ -907,7 +912,7 @@ class KnowledgeBase:
             total = col.count() if col is not None else 0
             offset = 0
             while col is not None and offset < total:
-                page = col.get(limit=1000, offset=offset, include=["documents", "metadatas"])
+                page = col.get(limit=batch, offset=offset, include=["documents", "metadatas"])
                 if not page["ids"]:
                     break
                 index.upsert(

@@ -24,7 +24,9 @@ import base64
 import gzip
 import json
 import os
+import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -142,6 +144,36 @@ def iter_documents(kb: KnowledgeBase, layer: str) -> Iterator[dict[str, Any]]:
         offset += len(page["ids"])
 
 
+class _RevisionCounts:
+    """Chunks seen per (document, revision), kept in a temporary on-disk SQLite table: one
+    entry per document is still proportional to the store, and export promises constant
+    memory."""
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect("", isolation_level=None)  # "": private, deleted on close
+        self._db.execute("PRAGMA cache_size = -2048")
+        self._db.execute(
+            "CREATE TABLE revs (doc TEXT, rev TEXT, n INTEGER, PRIMARY KEY (doc, rev))"
+        )
+
+    def add(self, counts: Counter[tuple[str, str]]) -> None:
+        self._db.execute("BEGIN")
+        self._db.executemany(
+            "INSERT INTO revs VALUES (?, ?, ?) "
+            "ON CONFLICT (doc, rev) DO UPDATE SET n = n + excluded.n",
+            [(doc, rev, n) for (doc, rev), n in counts.items()],
+        )
+        self._db.execute("COMMIT")
+
+    def get(self, doc: str, rev: str) -> int:
+        row = self._db.execute("SELECT n FROM revs WHERE doc = ? AND rev = ?", (doc, rev))
+        found = row.fetchone()
+        return int(found[0]) if found else 0
+
+    def close(self) -> None:
+        self._db.close()
+
+
 def write_layer(kb: KnowledgeBase, layer: str, out: IO[bytes]) -> ExportReport:
     """Stream one layer (chunks, then its document-registry records) into ``out``.
 
@@ -168,10 +200,34 @@ def write_layer(kb: KnowledgeBase, layer: str, out: IO[bytes]) -> ExportReport:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     out.write(_line(header))
-    per_rev: dict[tuple[str, str], int] = {}
+    per_rev = _RevisionCounts()
+    try:
+        chunks, documents, incomplete = _write_records(kb, layer, col, out, per_rev)
+    finally:
+        per_rev.close()
+    out.write(_line({"type": "trailer", "chunks": chunks, "documents": documents}))
+    return ExportReport(
+        layer=layer,
+        path="",
+        chunks=chunks,
+        documents=documents,
+        bytes=0,
+        seconds=time.perf_counter() - started,
+        incomplete_documents=incomplete,
+    )
+
+
+def _write_records(
+    kb: KnowledgeBase,
+    layer: str,
+    col: Collection | None,
+    out: IO[bytes],
+    per_rev: _RevisionCounts,
+) -> tuple[int, int, list[str]]:
     chunks = documents = 0
     if col is not None:
         for page in iter_chunks(col):
+            seen: Counter[tuple[str, str]] = Counter()
             for rid, doc, meta, vec in zip(
                 page["ids"], page["documents"], page["metadatas"], page["embeddings"], strict=True
             ):
@@ -188,9 +244,9 @@ def write_layer(kb: KnowledgeBase, layer: str, out: IO[bytes]) -> ExportReport:
                     )
                 )
                 if "osp_doc" in meta:
-                    key = (str(meta["osp_doc"]), str(meta.get("osp_rev")))
-                    per_rev[key] = per_rev.get(key, 0) + 1
+                    seen[(str(meta["osp_doc"]), str(meta.get("osp_rev")))] += 1
                 chunks += 1
+            per_rev.add(seen)
     incomplete = []
     for page in iter_documents(kb, layer):
         for rid, doc, meta in zip(page["ids"], page["documents"], page["metadatas"], strict=True):
@@ -198,18 +254,9 @@ def write_layer(kb: KnowledgeBase, layer: str, out: IO[bytes]) -> ExportReport:
             out.write(_line({"type": "document", "id": rid, "document": doc, "metadata": meta}))
             documents += 1
             if "rev" in meta and "chunks" in meta:
-                if per_rev.get((rid, str(meta["rev"])), 0) != int(meta["chunks"]):
+                if per_rev.get(rid, str(meta["rev"])) != int(meta["chunks"]):
                     incomplete.append(rid)
-    out.write(_line({"type": "trailer", "chunks": chunks, "documents": documents}))
-    return ExportReport(
-        layer=layer,
-        path="",
-        chunks=chunks,
-        documents=documents,
-        bytes=0,
-        seconds=time.perf_counter() - started,
-        incomplete_documents=incomplete,
-    )
+    return chunks, documents, incomplete
 
 
 def export_layer(kb: KnowledgeBase, layer: str, path: Path) -> ExportReport:

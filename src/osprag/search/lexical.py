@@ -3,9 +3,12 @@
 Chroma's local mode has no BM25, and bm25s rebuilds its matrix on every change, so osprag keeps
 its own index, updated with every write. SQLite holds one row per chunk (its term ids and term
 frequencies as packed arrays, its metadata as JSON); a write is one transaction, WAL lets readers
-go on meanwhile, and a process that opens the file rebuilds the in-memory postings
-(``postings.py``) from those rows (seconds per 100k chunks). All layers share one set of
-statistics, so an IDF, and therefore a score, means the same in every layer.
+go on meanwhile, and a process rebuilds the in-memory postings (``postings.py``) from those
+rows at its first query (seconds per 100k chunks). Until then it holds only the vocabulary: a
+process that only writes (an import, a restore, ``osp reindex --lexical``, an ingest) streams
+its rows into the file in constant memory instead of building postings it never searches. All
+layers share one set of statistics, so an IDF, and therefore a score, means the same in every
+layer.
 
 FTS5 was measured and not taken (docs/lexical.md): its ``bm25()`` fixes k1=1.2 and b=0.75, it
 cannot weight a query term per document language, and Chroma's ``where`` semantics (which
@@ -101,12 +104,17 @@ class LexicalIndex:
         self.b = b
         self._lock = threading.RLock()
         self._closed = False
+        # Loaded on demand: ``_memory`` at the first read (None again after a clear or a failed
+        # in-memory update), ``_vocab`` at the first write; ``_data_version`` is the file's
+        # version both reflect (another connection's commit changes it).
+        self._memory: MemoryIndex | None = None
+        self._vocab: dict[str, int] | None = None
+        self._data_version = -1
         try:
             self._db = open_shared_sqlite(path)
             self._init_schema()
         except sqlite3.Error as exc:
             raise NotWritable(f"cannot open lexical index {path}: {exc}") from None
-        self._load()
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -131,7 +139,8 @@ class LexicalIndex:
             _check_metadata(chunk_id, meta)
         analysed = [self._analyse(text, meta) for text, meta in zip(texts, metas, strict=True)]
         with self._lock:
-            self._begin_write()
+            vocab = self._begin_write()
+            memory = self._memory
             try:
                 vocab_new: dict[str, int] = {}
                 docs: list[Document] = []
@@ -139,16 +148,17 @@ class LexicalIndex:
                 for chunk_id, meta, (language, counts, length) in zip(
                     ids, metas, analysed, strict=True
                 ):
-                    term_ids = self._term_ids(counts, vocab_new)
+                    term_ids = _term_ids(vocab, counts, vocab_new)
                     tfs = np.fromiter(counts.values(), np.int64, len(counts))
                     tf_blob = np.minimum(tfs, 65535).astype(np.uint16).tobytes()
-                    code = LANGUAGES.index(language)
-                    docs.append(Document((layer, chunk_id), code, length, term_ids, tfs, meta))
+                    if memory is not None:
+                        code = LANGUAGES.index(language)
+                        docs.append(Document((layer, chunk_id), code, length, term_ids, tfs, meta))
                     meta_json = json.dumps(meta, ensure_ascii=False, allow_nan=False)
                     rows.append(
                         (layer, chunk_id, language, length, term_ids.tobytes(), tf_blob, meta_json)
                     )
-                replaced = self._stored_terms(layer, ids)
+                replaced = self._stored_terms(layer, ids) if memory is not None else {}
                 self._db.executemany(
                     "INSERT INTO terms (id, term) VALUES (?, ?)",
                     [(tid, term) for term, tid in vocab_new.items()],
@@ -161,24 +171,32 @@ class LexicalIndex:
             except BaseException:
                 self._rollback()
                 for term in vocab_new:
-                    del self._vocab[term]
+                    del vocab[term]
                 raise
-            self._apply(lambda: self._apply_upsert(replaced, docs))
+            if memory is not None:
+                self._apply(lambda: self._apply_upsert(memory, replaced, docs))
 
     def delete(self, layer: str, ids: Sequence[str]) -> int:
         """Remove chunks; unknown ids are ignored. Returns how many were removed."""
         _check_layer(layer)
         with self._lock:
             self._begin_write()
+            memory = self._memory
             try:
-                removed = self._stored_terms(layer, [str(i) for i in ids])
-                self._db.executemany("DELETE FROM chunks WHERE layer = ? AND id = ?", list(removed))
+                if memory is not None:
+                    removed = self._stored_terms(layer, [str(i) for i in ids])
+                    keys = list(removed)
+                else:
+                    keys = [(layer, str(i)) for i in dict.fromkeys(ids)]
+                cursor = self._db.executemany("DELETE FROM chunks WHERE layer = ? AND id = ?", keys)
                 self._bump(layer)
                 self._commit()
             except BaseException:
                 self._rollback()
                 raise
-            return self._apply(lambda: self._memory.remove(removed))
+            if memory is None:
+                return max(cursor.rowcount, 0)
+            return self._apply(lambda: memory.remove(removed))
 
     def clear(self, layer: str | None = None) -> None:
         """Remove every chunk of ``layer``, or everything (vocabulary included) for ``None``."""
@@ -196,7 +214,9 @@ class LexicalIndex:
             except BaseException:
                 self._rollback()
                 raise
-            self._load()
+            # reloaded by the next read or write, so a clear before a rebuild holds nothing
+            self._memory = None
+            self._vocab = None
 
     def generation(self, layer: str) -> int:
         """Bumped in the transaction of every write to ``layer``, by any process sharing the
@@ -210,8 +230,12 @@ class LexicalIndex:
 
     def count(self, layer: str | None = None) -> int:
         with self._lock:
-            self._sync()
-            return self._memory.count(layer)
+            return self._sync().count(layer)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether this process holds the in-memory postings (a read loads them)."""
+        return self._memory is not None
 
     def search(
         self,
@@ -236,15 +260,17 @@ class LexicalIndex:
         if expansions:
             terms = _expand(self.analyzer, terms, expansions)
         with self._lock:
-            self._sync()
+            memory = self._sync()
+            vocab = self._vocab
+            assert vocab is not None
             weights: dict[int, list[float]] = {}
             for lang_index, lang in enumerate(LANGUAGES):
                 for term, weight in terms.by_language.get(lang, {}).items():
-                    tid = self._vocab.get(term)
+                    tid = vocab.get(term)
                     if tid is not None:
                         weights.setdefault(tid, [0.0] * len(LANGUAGES))[lang_index] = weight
-            found = self._memory.search(weights, k, layers=layers, predicate=predicate)
-            entries = self._memory.entries
+            found = memory.search(weights, k, layers=layers, predicate=predicate)
+            entries = memory.entries
             hits = []
             for rank, (slot, score) in enumerate(found, start=1):
                 entry = entries[slot]
@@ -263,8 +289,7 @@ class LexicalIndex:
         wanted = set(layers)
         out: dict[str, dict[Any, int]] = {key: {} for key in keys}
         with self._lock:
-            self._sync()
-            for entry in self._memory.entries:
+            for entry in self._sync().entries:
                 if entry is None or entry.key[0] not in wanted:
                     continue
                 meta = entry.metadata
@@ -305,14 +330,6 @@ class LexicalIndex:
         terms, length = self.analyzer.analyse_document(text, lang)
         return lang, Counter(terms), length
 
-    def _term_ids(self, counts: Counter[str], vocab_new: dict[str, int]) -> IntArray:
-        """Ids for a chunk's terms. New terms enter the vocabulary at once and are listed in
-        ``vocab_new``, so a rolled-back write can take them out again."""
-        vocab = self._vocab
-        for term in [t for t in counts if t not in vocab]:
-            vocab[term] = vocab_new[term] = len(vocab)
-        return np.fromiter(map(vocab.__getitem__, counts), np.int32, len(counts))
-
     def _init_schema(self) -> None:
         self._db.executescript(_SCHEMA)
         row = self._db.execute("SELECT version FROM schema_version").fetchone()
@@ -335,10 +352,26 @@ class LexicalIndex:
                 )
         self._db.execute("INSERT OR REPLACE INTO settings VALUES ('analyzer', ?)", (identity,))
 
-    def _load(self) -> None:
-        """Rebuild the in-memory index from the file (at open, and after another process wrote)."""
+    def _load(self) -> MemoryIndex:
+        """Rebuild the in-memory index from the file (at the first read, and after another
+        process wrote)."""
         self._check_open()
-        self._vocab: dict[str, int] = dict(self._db.execute("SELECT term, id FROM terms"))
+        self._memory = None  # freed before its successor is built
+        snapshot = not self._db.in_transaction  # one read snapshot: vocabulary and rows agree
+        if snapshot:
+            self._db.execute("BEGIN")
+        try:
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            self._vocab = dict(self._db.execute("SELECT term, id FROM terms"))
+            memory = self._read_memory()
+        finally:
+            if snapshot and self._db.in_transaction:
+                self._db.execute("COMMIT")
+        self._memory = memory
+        self._data_version = version
+        return memory
+
+    def _read_memory(self) -> MemoryIndex:
         memory = MemoryIndex(self.k1, self.b)
         cursor = self._db.execute(
             "SELECT layer, id, language, length, term_ids, tfs, metadata FROM chunks"
@@ -362,28 +395,40 @@ class LexicalIndex:
                 ]
             )
         memory.flush()
-        self._memory = memory
-        self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
-        self._stale = False
+        return memory
 
-    def _sync(self) -> None:
-        """Reload when another connection committed since we last looked."""
+    def _changed(self) -> bool:
+        """Whether another connection committed since ``_data_version`` was taken."""
+        return bool(self._db.execute("PRAGMA data_version").fetchone()[0] != self._data_version)
+
+    def _sync(self) -> MemoryIndex:
+        """The in-memory index, (re)loaded when missing or another connection committed."""
         self._check_open()
-        version = self._db.execute("PRAGMA data_version").fetchone()[0]
-        if self._stale or version != self._data_version:
-            self._load()
+        if self._memory is None or self._changed():
+            return self._load()
+        return self._memory
 
-    def _begin_write(self) -> None:
+    def _begin_write(self) -> dict[str, int]:
+        """Open the write transaction; returns the current vocabulary. A loaded in-memory index
+        is brought up to date (it is updated with the write); otherwise only the vocabulary is
+        read, so a write never makes a process load postings it does not search."""
         self._check_open()
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise NotWritable(f"lexical index {self.path} is not writable: {exc}") from None
         try:
-            self._sync()
+            if self._memory is not None:
+                self._sync()
+            elif self._vocab is None or self._changed():
+                self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
+                self._vocab = dict(self._db.execute("SELECT term, id FROM terms"))
         except BaseException:
+            self._vocab = None
             self._rollback()
             raise
+        assert self._vocab is not None
+        return self._vocab
 
     def _bump(self, layer: str) -> None:
         self._db.execute(
@@ -407,15 +452,19 @@ class LexicalIndex:
         try:
             return change()
         except BaseException:
-            self._stale = True
+            self._memory = None
             raise
 
-    def _apply_upsert(self, replaced: dict[Key, IntArray], docs: list[Document]) -> None:
-        self._memory.remove(replaced)
-        self._memory.add(docs)
+    @staticmethod
+    def _apply_upsert(
+        memory: MemoryIndex, replaced: dict[Key, IntArray], docs: list[Document]
+    ) -> None:
+        memory.remove(replaced)
+        memory.add(docs)
 
     def _stored_terms(self, layer: str, ids: Sequence[str]) -> dict[Key, IntArray]:
         """Term ids of the stored chunks among ``ids``: what their removal takes from the df."""
+        assert self._memory is not None
         slot_of = self._memory.slot_of
         out: dict[Key, IntArray] = {}
         for chunk_id in ids:
@@ -429,6 +478,14 @@ class LexicalIndex:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError("the lexical index is closed")
+
+
+def _term_ids(vocab: dict[str, int], counts: Counter[str], vocab_new: dict[str, int]) -> IntArray:
+    """Ids for a chunk's terms. New terms enter the vocabulary at once and are listed in
+    ``vocab_new``, so a rolled-back write can take them out again."""
+    for term in [t for t in counts if t not in vocab]:
+        vocab[term] = vocab_new[term] = len(vocab)
+    return np.fromiter(map(vocab.__getitem__, counts), np.int32, len(counts))
 
 
 def _expand(analyzer: Analyzer, terms: QueryTerms, expansions: Mapping[str, float]) -> QueryTerms:
