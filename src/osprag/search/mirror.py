@@ -164,6 +164,21 @@ class LayerMirror:
                 break
         return mirror
 
+    @classmethod
+    def from_records(
+        cls,
+        ids: Sequence[str],
+        vectors: Any,
+        documents: Sequence[str | None],
+        metadatas: Sequence[Mapping[str, Any] | None],
+        space: str = "cosine",
+    ) -> LayerMirror:
+        """A copy built from records at hand (benchmarks, tests)."""
+        mirror = cls("local", space, 0)
+        if len(ids):
+            mirror._add(ids, vectors, documents, metadatas)
+        return mirror
+
     def refresh(self, col: Collection, ids: Iterable[str], seq: int) -> None:
         """Bring ``ids`` to the collection's current state (present → replaced, absent → gone)."""
         wanted = sorted(set(ids))
