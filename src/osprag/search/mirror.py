@@ -115,6 +115,13 @@ class _Block:
         self.n += m
         return at
 
+    def trim(self) -> None:
+        if self.matrix.shape[0] > self.n:
+            self.matrix = self.matrix[: self.n].copy()
+            self.sq_norms = self.sq_norms[: self.n].copy()
+            self.slots = self.slots[: self.n].copy()
+            self.alive = self.alive[: self.n].copy()
+
     def compact(self) -> dict[int, int]:
         """Drop dead rows; returns slot → new position for the survivors."""
         keep = np.flatnonzero(self.alive[: self.n])
@@ -162,6 +169,8 @@ class LayerMirror:
             offset += len(page["ids"])
             if len(page["ids"]) < PAGE:
                 break
+        for block in mirror.blocks.values():
+            block.trim()  # growth left up to half a block unused
         return mirror
 
     @classmethod
