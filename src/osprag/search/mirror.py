@@ -260,10 +260,13 @@ class LayerMirror:
     def admitted(self, where: Mapping[str, Any] | None) -> list[GroupKey]:
         """Blocks whose rows can pass ``where`` (decided by its access-level conjuncts)."""
         tests = level_conjuncts(where)
-        return [key for key in self.blocks if all(test(_representative(key)) for test in tests)]
+        with self.lock:  # a refresh may add a block meanwhile
+            keys = list(self.blocks)
+        return [key for key in keys if all(test(_representative(key)) for test in tests)]
 
     def rows(self, groups: Iterable[GroupKey]) -> int:
-        return sum(self.blocks[g].live for g in groups if g in self.blocks)
+        with self.lock:
+            return sum(self.blocks[g].live for g in groups if g in self.blocks)
 
     def query(
         self,
