@@ -283,7 +283,7 @@ def _size(
         kb.lexical_for(["kern", "erweitert"])
         counts = {layer: kb.count(layer) for layer in ("kern", "erweitert")}
         for principal in (L1, FULL):  # Chroma's HNSW indexes and the lexical index loaded
-            kb.query("warm up", principal=principal)
+            kb.query("warm up", principal=principal, use_cache=False)
         rss0 = _rss_mb()
         kb.settings = kb.settings.model_copy(
             update={"mirror_max_chunks": Settings.model_fields["mirror_max_chunks"].default}
@@ -291,10 +291,10 @@ def _size(
         for layer in counts:
             snapshot.invalidate(kb, layer)
         t0 = time.perf_counter()
-        kb.query("warm up", principal=L1)  # starts the background copies of big layers
+        kb.query("warm up", principal=L1, use_cache=False)  # starts the background copies
         snapshot.wait_for_copies(kb)
         copy_s = time.perf_counter() - t0
-        kb.query("warm up", principal=L1)
+        kb.query("warm up", principal=L1, use_cache=False)
         memory = {"rss_mb": _rss_mb() - rss0, "copy_s": copy_s, **snapshot.memory(kb)}
         # the same data without copies of big layers: the dense leg as before the planner
         off = _open(tmp, "kb", embedder, read_only=True, mirror_max_chunks=0)
