@@ -38,9 +38,11 @@ def test_planner_equals_chroma_filtered(kb: KnowledgeBase) -> None:
     _fill(kb)
     _configure(kb, exact_search_below=0, filter_overfetch=0, mirror_max_chunks=0)
     chroma = [_answers(kb, **kw) for kw in CASES]
-    _big_copies(kb)
+    snapshot.wait_for_copies(kb, 60)
     col = kb.collection_for("kern")
     assert col is not None
+    assert snapshot.snapshot_for(kb, "kern", col) is None  # no budget: big layers not held
+    _big_copies(kb)
     clearance = {"access_level": {"$lte": 1}}
     assert snapshot.plan_exact(kb, "kern", col, clearance, None) is not None
     assert snapshot.plan_exact(kb, "kern", col, None, None) is None  # unfiltered: HNSW
