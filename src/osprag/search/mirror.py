@@ -10,7 +10,7 @@ is decided by evaluating, per block, each top-level conjunct of the filter that 
 exact for any such conjunct, not only the clearance clause; the full filter is still evaluated
 per row while walking candidates, so a block choice can only ever narrow the work.
 
-Why by id. Reloading 100k vectors from Chroma takes tens of seconds. A write journals the ids
+Why by id. Reloading 100k vectors from Chroma takes 10–20 s. A write journals the ids
 it touched in the lexical index's transaction (``LexicalIndex.changes_since``); the mirror
 re-reads just those ids from Chroma (present → replaced, absent → removed). Rows are appended
 to their block (capacity grows ×1.5) and removed rows are masked until a quarter of a block is
@@ -156,7 +156,7 @@ class LayerMirror:
 
     @classmethod
     def load(cls, col: Collection, space: str, seq: int) -> LayerMirror:
-        """Everything in the collection, read in pages (the slow path: ~4k rows/s at 100k)."""
+        """Everything in the collection, read in pages (the slow path: 6–9k rows/s at 100k)."""
         mirror = cls(col.id, space, seq)
         offset = 0
         while True:
