@@ -8,11 +8,14 @@ L1 35 / L2 35 / L3 20 / L4 10 %), embedded once with the ONNX backend and cached
 (ONNX) as a user's would be, caches off. Principal: clearance 1 (L1), so every query carries
 the clearance filter; full clearance is shown beside it.
 
-Per size: ``KnowledgeBase.query()`` p50/p95 per mode with stages; raw chromadb on the same
+Per size: ``KnowledgeBase.query()`` p50/p95 per mode with stages, interleaved with a
+read-only knowledge base on the same data that holds no copies of big layers (the dense leg
+as before the planner); raw chromadb on the same
 collections (precomputed vectors, 2 layers, top 5, with and without the clearance filter) as
 the baseline of the same run; the clearance strategies for the dense leg (Chroma filtered,
-over-fetch with filtered fallback, a per-level partition, exact in memory); and recall@10 of
-the dense leg against exact search.
+over-fetch with filtered fallback, a per-level partition, exact in memory over the whole layer,
+the planner), interleaved; recall@10 of the dense leg against exact search; the memory the
+copies take.
 
     .venv/bin/python bench/retrieval_scale.py            # sample, 10k, 100k (embeds once)
     .venv/bin/python bench/retrieval_scale.py --small    # sample and 10k, fewer queries
@@ -40,6 +43,7 @@ from osprag import KnowledgeBase, Principal, Settings  # noqa: E402
 from osprag.embedding import Embedder, create_embedder  # noqa: E402
 from osprag.filters import clearance_clause  # noqa: E402
 from osprag.search import snapshot  # noqa: E402
+from osprag.search.mirror import LayerMirror  # noqa: E402
 
 L1 = Principal("reader-l1", clearance=1)
 FULL = Principal("local", clearance=4)
@@ -72,7 +76,9 @@ def _sample_corpus() -> list[dict[str, Any]]:
     ]
 
 
-def _open(tmp: Path, name: str, embedder: Embedder, **kw: Any) -> KnowledgeBase:
+def _open(
+    tmp: Path, name: str, embedder: Embedder, read_only: bool = False, **kw: Any
+) -> KnowledgeBase:
     settings = Settings(
         data_dir=tmp / name,
         cache_dir=tmp / f"{name}-cache",
@@ -80,7 +86,7 @@ def _open(tmp: Path, name: str, embedder: Embedder, **kw: Any) -> KnowledgeBase:
         embedding_cache=False,
         **kw,
     )
-    return KnowledgeBase.open(settings, embedder=embedder)
+    return KnowledgeBase.open(settings, embedder=embedder, read_only=read_only)
 
 
 def _fill(kb: KnowledgeBase, chunks: list[dict[str, Any]], vectors: Any) -> float:
@@ -100,21 +106,44 @@ def _fill(kb: KnowledgeBase, chunks: list[dict[str, Any]], vectors: Any) -> floa
 
 
 def _time_modes(
-    kb: KnowledgeBase, queries: list[str], principal: Principal
-) -> dict[str, dict[str, list[float]]]:
-    out = {}
+    kbs: dict[str, KnowledgeBase], queries: list[str], principal: Principal
+) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """Per knowledge base (same data, other settings) and mode: stage timings, the
+    knowledge bases interleaved query by query so that host load hits them alike."""
+    out: dict[str, dict[str, dict[str, list[float]]]] = {name: {} for name in kbs}
     for mode in MODES:
-        for q in queries[:10]:
-            kb.query(q, mode=mode, principal=principal)
-        stages: dict[str, list[float]] = {k: [] for k in ("wall", "embed", "search", "merge")}
+        for kb in kbs.values():
+            for q in queries[:10]:
+                kb.query(q, mode=mode, principal=principal)
+        for name in kbs:
+            out[name][mode] = {k: [] for k in ("wall", "embed", "search", "merge")}
         for q in queries[10:]:
-            t0 = time.perf_counter()
-            res = kb.query(q, n_results=5, mode=mode, principal=principal)
-            stages["wall"].append((time.perf_counter() - t0) * 1000)
-            for k in ("embed", "search", "merge"):
-                stages[k].append(res.timings_ms[k])
-        out[mode] = stages
+            for name, kb in kbs.items():
+                t0 = time.perf_counter()
+                res = kb.query(q, n_results=5, mode=mode, principal=principal, use_cache=False)
+                stages = out[name][mode]
+                stages["wall"].append((time.perf_counter() - t0) * 1000)
+                for k in ("embed", "search", "merge"):
+                    stages[k].append(res.timings_ms[k])
     return out
+
+
+def _lexical_filter_cost(kb: KnowledgeBase, queries: list[str]) -> dict[str, float]:
+    """The lexical leg alone (depth 38), with the L1 clearance filter and without."""
+    index = kb.lexical_for(["kern", "erweitert"])
+    where = clearance_clause(L1)
+    out: dict[str, list[float]] = {"L1": [], "none": []}
+    for q in queries[10:]:
+        for label, wh in (("L1", where), ("none", None)):
+            t0 = time.perf_counter()
+            index.search(q, layers=["kern", "erweitert"], k=DEPTH, where=wh)
+            out[label].append((time.perf_counter() - t0) * 1000)
+    return {k: med(v) for k, v in out.items()}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * 4096 / 1e6
 
 
 def _raw(kb: KnowledgeBase, qvecs: Any, where: dict[str, Any] | None) -> list[float]:
@@ -165,31 +194,19 @@ def _strategies(
         exact_l1[layer] = _exact_top(vectors[idx], ids, levels, qvecs, 10, 1)
         exact_all[layer] = _exact_top(vectors[idx], ids, levels, qvecs, 10, 4)
     # a per-level partition: the L1 records of each layer in a collection of their own
-    part = _open(tmp, f"{name}-part", embedder, exact_search_below=0)
+    part = _open(tmp, f"{name}-part", embedder, exact_search_below=0, mirror_max_chunks=0)
     l1 = [c for c in chunks if c["access_level"] == 1]
     l1_idx = [i for i, c in enumerate(chunks) if c["access_level"] == 1]
     _fill(part, l1, np.asarray(vectors[l1_idx]))
     part_cols = {layer: part.collection_for(layer) for layer in cols}
-    snaps = {
-        layer: snapshot.Snapshot.load(col, "cosine")  # type: ignore[arg-type]
+    mirrors = {
+        layer: snapshot.snapshot_for(kb, layer, col)  # type: ignore[arg-type]
         for layer, col in cols.items()
     }
+    assert all(m is not None for m in mirrors.values()), "copies not held: raise the budget"
+    groups = {layer: m.admitted(where) for layer, m in mirrors.items() if m is not None}
     predicate = snapshot.compile_where(where)
     want = ["documents", "metadatas", "distances"]
-    results: dict[str, Any] = {}
-
-    def run(label: str, one: Callable[[str, Any], dict[str, Any]]) -> None:
-        times, recall, fallbacks = [], [], 0
-        for qi, v in enumerate(qvecs):
-            t0 = time.perf_counter()
-            answers = {layer: one(layer, v) for layer in cols}
-            times.append((time.perf_counter() - t0) * 1000)
-            for layer, res in answers.items():
-                got = set(res["ids"][0][:10])
-                truth = exact_l1[layer][qi]
-                recall.append(len(got & truth) / max(1, len(truth)))
-                fallbacks += int(res.get("_fallback", 0))
-        results[label] = {"times": times, "recall": float(np.mean(recall))}
 
     def filtered(layer: str, v: Any) -> dict[str, Any]:
         col = cols[layer]
@@ -207,15 +224,37 @@ def _strategies(
         return col.query([v], DEPTH, None, None, want)
 
     def exact(layer: str, v: Any) -> dict[str, Any]:
-        return snaps[layer].query(np.asarray([v]), DEPTH, predicate, None)
+        mirror = mirrors[layer]
+        assert mirror is not None
+        return mirror.query(np.asarray([v]), DEPTH, predicate, None)
 
-    for label, fn in (
-        ("Chroma filtered query", filtered),
-        ("over-fetch ×4, filtered fallback", overfetch),
-        ("per-level partition (L1 collection)", partition),
-        ("exact in memory (numpy + where_eval)", exact),
-    ):
-        run(label, fn)
+    def planner(layer: str, v: Any) -> dict[str, Any]:
+        col = cols[layer]
+        assert col is not None
+        return snapshot.dense_query(kb, layer, col, [v], DEPTH, where, None, want)
+
+    strategies: dict[str, Callable[[str, Any], dict[str, Any]]] = {
+        "Chroma filtered query": filtered,
+        "over-fetch ×4, filtered fallback": overfetch,
+        "per-level partition (L1 collection)": partition,
+        "exact in memory, whole layer (numpy + where_eval)": exact,
+        "planner: exact over the admitted access-level blocks": planner,
+    }
+    results: dict[str, Any] = {label: {"times": [], "recall": []} for label in strategies}
+    for qi, v in enumerate(qvecs):  # interleaved: host load hits every strategy alike
+        for label, one in strategies.items():
+            t0 = time.perf_counter()
+            answers = {layer: one(layer, v) for layer in cols}
+            results[label]["times"].append((time.perf_counter() - t0) * 1000)
+            for layer, res in answers.items():
+                got = set(res["ids"][0][:10])
+                truth = exact_l1[layer][qi]
+                results[label]["recall"].append(len(got & truth) / max(1, len(truth)))
+    for v in results.values():
+        v["recall"] = float(np.mean(v["recall"]))
+    results["_admitted"] = {
+        layer: (m.rows(groups[layer]), len(m)) for layer, m in mirrors.items() if m is not None
+    }
     # unfiltered HNSW recall (full clearance)
     recall = []
     for qi, v in enumerate(qvecs):
@@ -239,17 +278,35 @@ def _size(
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        kb = _open(tmp, "kb", embedder)
+        kb = _open(tmp, "kb", embedder, mirror_max_chunks=0)
         build = _fill(kb, chunks, vectors)
         kb.lexical_for(["kern", "erweitert"])
         counts = {layer: kb.count(layer) for layer in ("kern", "erweitert")}
+        for principal in (L1, FULL):  # Chroma's HNSW indexes and the lexical index loaded
+            kb.query("warm up", principal=principal, use_cache=False)
+        rss0 = _rss_mb()
+        kb.settings = kb.settings.model_copy(
+            update={"mirror_max_chunks": Settings.model_fields["mirror_max_chunks"].default}
+        )
+        for layer in counts:
+            snapshot.invalidate(kb, layer)
+        t0 = time.perf_counter()
+        kb.query("warm up", principal=L1, use_cache=False)  # starts the background copies
+        snapshot.wait_for_copies(kb)
+        copy_s = time.perf_counter() - t0
+        kb.query("warm up", principal=L1, use_cache=False)
+        memory = {"rss_mb": _rss_mb() - rss0, "copy_s": copy_s, **snapshot.memory(kb)}
+        # the same data without copies of big layers: the dense leg as before the planner
+        off = _open(tmp, "kb", embedder, read_only=True, mirror_max_chunks=0)
         exact = {
-            layer: snapshot.snapshot_for(kb, layer, col) is not None  # type: ignore[arg-type]
+            layer: snapshot.plan_exact(kb, layer, col, clearance_clause(L1), None) is not None
             for layer in counts
-            if (col := kb.collection_for(layer)) is not None
+            if (col := kb.collection_for(layer)) is not None  # type: ignore[arg-type]
         }
-        modes_l1 = _time_modes(kb, queries, L1)
-        modes_full = _time_modes(kb, queries, FULL)
+        modes_l1 = _time_modes({"on": kb, "off": off}, queries, L1)
+        modes_full = _time_modes({"on": kb}, queries, FULL)
+        lexical = _lexical_filter_cost(kb, queries)
+        off.close()
         qvecs = embedder.embed_queries(queries[10:])
         where = clearance_clause(L1)
         raw = _raw(kb, qvecs, None)
@@ -265,8 +322,11 @@ def _size(
         "counts": counts,
         "exact": exact,
         "build_s": build,
-        "l1": modes_l1,
-        "full": modes_full,
+        "l1": modes_l1["on"],
+        "l1_off": modes_l1["off"],
+        "full": modes_full["on"],
+        "lexical": lexical,
+        "memory": memory,
         "raw": raw,
         "raw_l1": raw_l1,
         "strategies": strat,
@@ -296,16 +356,11 @@ def _exact_costs(vectors: Any, chunks: list[dict[str, Any]], qvecs: Any) -> dict
     for n in EXACT_SIZES:
         if n > len(chunks):
             break
-        matrix = np.ascontiguousarray(vectors[:n], dtype=np.float32)
-        snap = snapshot.Snapshot(
-            "x",
-            "cosine",
+        snap = LayerMirror.from_records(
             [c["id"] for c in chunks[:n]],
-            matrix,
-            np.ones(n, np.float32),
+            np.asarray(vectors[:n], dtype=np.float32),
             [c["text"] for c in chunks[:n]],
             [{"access_level": c["access_level"]} for c in chunks[:n]],
-            {},
         )
         times = []
         for v in qvecs:
@@ -324,23 +379,42 @@ def _render(runs: list[dict[str, Any]], exact: dict[int, float] | None = None) -
         "unfiltered and with the L1 filter, in the same run. "
         f"{machine_line()}",
         "",
-        "| corpus | chunks (kern / erweitert) | dense leg | mode | query() p50 ms L1 (full) "
-        "| p95 ms L1 | embed p50 | search p50 | merge p50 | raw chromadb p50 unfiltered / L1 "
-        "| query() L1 / raw L1 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| corpus | chunks (kern / erweitert) | L1 dense leg | mode | query() p50 ms L1 (full) "
+        "| p95 ms L1 | embed p50 | search p50 | merge p50 | L1 p50 / search p50 without "
+        "big-layer copies | raw chromadb p50 unfiltered / L1 | query() L1 / raw L1 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         raw, raw_l1 = med(r["raw"]), med(r["raw_l1"])
         leg = " / ".join("exact" if r["exact"].get(x) else "HNSW" for x in ("kern", "erweitert"))
         for mode in MODES:
-            s, f = r["l1"][mode], r["full"][mode]
+            s, f, o = r["l1"][mode], r["full"][mode], r["l1_off"][mode]
             lines.append(
                 f"| {r['label']} | {r['n']:,} ({r['counts']['kern']:,} / "
                 f"{r['counts']['erweitert']:,}) | {leg} | {mode} | {med(s['wall']):.2f} "
                 f"({med(f['wall']):.2f}) | {pct(s['wall'], 95):.2f} | {med(s['embed']):.2f} | "
-                f"{med(s['search']):.2f} | {med(s['merge']):.2f} | {raw:.2f} / {raw_l1:.2f} | "
+                f"{med(s['search']):.2f} | {med(s['merge']):.2f} | {med(o['wall']):.2f} / "
+                f"{med(o['search']):.2f} | {raw:.2f} / {raw_l1:.2f} | "
                 f"{med(s['wall']) / raw_l1:.2f}× |"
             )
+    lines += [
+        "",
+        "Memory and lexical leg per corpus: copies held (chunks, float32 vector bytes), process "
+        "RSS growth and wall time of loading the copies of big layers (after Chroma's and the "
+        "lexical index were loaded); the lexical leg alone (depth "
+        f"{DEPTH}, both layers) with the L1 filter and without:",
+        "",
+        "| corpus | chunks held | vector MB | RSS growth MB | copy s | lexical p50 ms L1 / none |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        m = r["memory"]
+        held = sum(v for k, v in m.items() if k.endswith(".chunks"))
+        vec = sum(v for k, v in m.items() if k.endswith(".vector_bytes")) / 1e6
+        lines.append(
+            f"| {r['label']} | {held:,} | {vec:.0f} | {m['rss_mb']:.0f} | {m['copy_s']:.1f} | "
+            f"{r['lexical']['L1']:.2f} / {r['lexical']['none']:.2f} |"
+        )
     strat_runs = [r for r in runs if r["strategies"]]
     if strat_runs:
         lines += [
@@ -364,6 +438,18 @@ def _render(runs: list[dict[str, Any]], exact: dict[int, float] | None = None) -
                 f"| {r['label']} | HNSW unfiltered (full clearance), recall only | | | "
                 f"{r['strategies']['_unfiltered_recall']:.3f} |"
             )
+        lines += ["", "Rows the L1 filter admits per layer (planner's count / layer size): "]
+        lines[-1] += (
+            "; ".join(
+                f"{r['label']} "
+                + ", ".join(
+                    f"{layer} {a:,} / {n:,}"
+                    for layer, (a, n) in r["strategies"]["_admitted"].items()
+                )
+                for r in strat_runs
+            )
+            + "."
+        )
     if exact:
         lines += [
             "",
@@ -381,7 +467,9 @@ def _render(runs: list[dict[str, Any]], exact: dict[int, float] | None = None) -
         + ".",
         "",
         "Reproduce: `.venv/bin/python bench/retrieval_scale.py` (`--small`: sample + 10k; "
-        "the first run embeds the 100k chunks once, ~15 min on 2 idle cores).",
+        "`--sizes 100000`: 100k only; the first run embeds the 100k chunks once, ~15 min on "
+        "2 idle cores). Strategies and the with/without-copies columns are measured "
+        "interleaved, query by query, in one run.",
     ]
     return "\n".join(lines)
 

@@ -14,7 +14,7 @@ import pytest
 from osprag import KnowledgeBase, Principal, Settings
 from osprag.embedding import Embedder
 from osprag.search import snapshot
-from osprag.search.snapshot import Snapshot
+from osprag.search.mirror import LayerMirror
 
 TOPICS = [
     "Crimphöhe {i}: 0,{i} mm Toleranz je Los geprüft",
@@ -166,7 +166,7 @@ def test_snapshot_distances_match_definitions(space: str) -> None:
             ids = [f"r{i}" for i in range(offset, offset + len(part))]
             return {"ids": ids, "embeddings": part, "documents": ids, "metadatas": [{}] * len(ids)}
 
-    snap = Snapshot.load(_Col(), space)  # type: ignore[arg-type]
+    snap = LayerMirror.load(_Col(), space, 0)  # type: ignore[arg-type]
     got = snap.distances(query)
     if space == "cosine":
         unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)

@@ -147,6 +147,16 @@ class Settings(BaseSettings):
     exact_search_below: int = Field(
         10000, ge=0, description="layers with fewer chunks are searched exactly in memory"
     )
+    exact_filtered_below: int = Field(
+        50000,
+        ge=0,
+        description="filtered queries admitting fewer chunks of a held layer are searched exactly",
+    )
+    mirror_max_chunks: int = Field(
+        200000,
+        ge=0,
+        description="chunks of big layers held in memory per process (~5 kB each); 0 = none",
+    )
     filter_overfetch: int = Field(
         4, ge=0, le=64, description="filtered HNSW: fetch this × depth unfiltered first; 0 = off"
     )

@@ -268,11 +268,11 @@ class KnowledgeBase:
         conf = col.index_config()
         return conf.space if conf else self.settings.space
 
-    def _layer_written(self, layer: str) -> None:
-        """Before every write: this process's exact-search copy of the layer is void."""
+    def _layer_written(self, layer: str, ids: Sequence[str] | None = None) -> None:
+        """Before every write: this process's in-memory copy re-reads ``ids`` (None: all)."""
         from .search import snapshot
 
-        snapshot.invalidate(self, layer)
+        snapshot.invalidate(self, layer, ids)
 
     def _require_writable(self) -> None:
         if self.read_only:
@@ -375,7 +375,7 @@ class KnowledgeBase:
         result = WriteResult(layer=layer, op=op, ids=id_list)
         if vectors is None:
             vectors, result.embedded, result.cached = self._embed_documents(docs)
-        self._layer_written(layer)
+        self._layer_written(layer, id_list)
         col.write(op, id_list, vectors.tolist(), docs, write_metas, progress)
         self.lexical.upsert(layer, id_list, docs, metas)
         self.record_write(layer, op, id_list)
@@ -494,7 +494,7 @@ class KnowledgeBase:
         vectors = None
         if docs is not None:
             vectors, result.embedded, result.cached = self._embed_documents(docs)
-        self._layer_written(layer)
+        self._layer_written(layer, id_list)
         col.write("update", id_list, vectors.tolist() if vectors is not None else None, docs, metas)
         fresh = col.get(ids=id_list, include=["documents", "metadatas"])
         self.lexical.upsert(
@@ -534,7 +534,7 @@ class KnowledgeBase:
             include=[],
         )["ids"]
         if targets:
-            self._layer_written(layer)
+            self._layer_written(layer, targets)
             col.delete(targets)
             self.lexical.delete(layer, targets)
             self.record_write(layer, "delete", targets)
@@ -933,7 +933,7 @@ class KnowledgeBase:
         col = self._collection(layer, create=False, check=False)
         if col is None or not ids:
             return
-        self._layer_written(layer)
+        self._layer_written(layer, list(ids))
         col.delete(list(ids))
         self.lexical.delete(layer, list(ids))
         self.record_write(layer, "delete", list(ids))

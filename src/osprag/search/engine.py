@@ -75,7 +75,7 @@ def run(kb: KnowledgeBase, plan: QueryPlan) -> list[QueryResult]:
     t1 = time.perf_counter()
     per_query: list[dict[tuple[str, str], _Candidate]] = [{} for _ in plan.queries]
     if vectors is not None:
-        in_memory = snapshot.all_in_memory(kb, plan.layers, plan.where_document)
+        in_memory = snapshot.all_in_memory(kb, plan.layers, plan.where_document, plan.where)
         answers = (_inline if in_memory else _parallel)(
             [
                 functools.partial(

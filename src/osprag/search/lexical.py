@@ -64,7 +64,16 @@ CREATE TABLE IF NOT EXISTS chunks (
     PRIMARY KEY (layer, id)
 );
 CREATE TABLE IF NOT EXISTS generations (layer TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS changes (
+    layer TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ids TEXT,
+    PRIMARY KEY (layer, seq)
+);
 """
+CHANGES_KEPT = 1000
+"""Writes per layer whose ids stay in the ``changes`` journal: a copy derived from a layer
+(search/mirror.py) that is at most this many writes behind catches up by id, not by reload."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +175,7 @@ class LexicalIndex:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)", rows
                 )
-                self._bump(layer)
+                self._bump(layer, ids)
                 self._commit()
             except BaseException:
                 self._rollback()
@@ -189,7 +198,7 @@ class LexicalIndex:
                 else:
                     keys = [(layer, str(i)) for i in dict.fromkeys(ids)]
                 cursor = self._db.executemany("DELETE FROM chunks WHERE layer = ? AND id = ?", keys)
-                self._bump(layer)
+                self._bump(layer, [str(i) for i in ids])
                 self._commit()
             except BaseException:
                 self._rollback()
@@ -207,9 +216,12 @@ class LexicalIndex:
                     self._db.execute("DELETE FROM chunks")
                     self._db.execute("DELETE FROM terms")
                     self._db.execute("UPDATE generations SET seq = seq + 1")
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO changes SELECT layer, seq, NULL FROM generations"
+                    )
                 else:
                     self._db.execute("DELETE FROM chunks WHERE layer = ?", (layer,))
-                    self._bump(layer)
+                    self._bump(layer, None)
                 self._commit()
             except BaseException:
                 self._rollback()
@@ -227,6 +239,30 @@ class LexicalIndex:
                 "SELECT seq FROM generations WHERE layer = ?", (layer,)
             ).fetchone()
             return int(row[0]) if row else 0
+
+    def changes_since(self, layer: str, seq: int) -> tuple[int, set[str] | None]:
+        """The layer's generation now, and the ids written since generation ``seq``: ``None``
+        when the journal cannot tell (a clear, or more than ``CHANGES_KEPT`` writes ago)."""
+        with self._lock:
+            self._check_open()
+            row = self._db.execute(
+                "SELECT seq FROM generations WHERE layer = ?", (layer,)
+            ).fetchone()
+            now = int(row[0]) if row else 0
+            if now == seq:
+                return now, set()
+            if now < seq:
+                return now, None
+            rows = self._db.execute(
+                "SELECT ids FROM changes WHERE layer = ? AND seq > ? AND seq <= ?",
+                (layer, seq, now),
+            ).fetchall()
+        if len(rows) != now - seq or any(r[0] is None for r in rows):
+            return now, None
+        ids: set[str] = set()
+        for (text,) in rows:
+            ids.update(json.loads(text))
+        return now, ids
 
     def count(self, layer: str | None = None) -> int:
         with self._lock:
@@ -430,11 +466,19 @@ class LexicalIndex:
         assert self._vocab is not None
         return self._vocab
 
-    def _bump(self, layer: str) -> None:
-        self._db.execute(
+    def _bump(self, layer: str, ids: Sequence[str] | None) -> None:
+        """Next generation of ``layer``, journaled with the ids it touched (``None``: all)."""
+        (seq,) = self._db.execute(
             "INSERT INTO generations VALUES (?, 1) "
-            "ON CONFLICT(layer) DO UPDATE SET seq = seq + 1",
+            "ON CONFLICT(layer) DO UPDATE SET seq = seq + 1 RETURNING seq",
             (layer,),
+        ).fetchone()
+        self._db.execute(
+            "INSERT OR REPLACE INTO changes VALUES (?, ?, ?)",
+            (layer, seq, None if ids is None else json.dumps(list(ids), ensure_ascii=False)),
+        )
+        self._db.execute(
+            "DELETE FROM changes WHERE layer = ? AND seq <= ?", (layer, seq - CHANGES_KEPT)
         )
 
     def _commit(self) -> None:

@@ -1,29 +1,31 @@
-"""Exact dense search over an in-memory copy of small layers, and over-fetch for big filtered ones.
+"""The dense leg's planner: exact search over an in-memory copy, or HNSW with over-fetch.
 
-Below ``Settings.exact_search_below`` chunks a layer's ids, vectors, documents and metadata are
-held in memory and the dense leg is a matrix product: exact (recall 1.0, no HNSW
-approximation), and no Chroma round trip at all, also not for fetching the lexical leg's
-candidates. ``where`` is evaluated with ``where_eval`` (Chroma's exact semantics) while walking
-the candidates in distance order, so a filtered answer equals Chroma's filtered answer.
+Copies. A layer's ids, vectors, documents and metadata are held in memory
+(``mirror.LayerMirror``, blocked by access level): small layers (fewer than
+``exact_search_below`` chunks) always, big ones too while this process's mirrored chunks stay
+within ``mirror_max_chunks`` (loaded in the background; Chroma answers meanwhile).
 
-Freshness. A snapshot is served only while ``layer_fingerprint`` is unchanged. Every write path
-updates the lexical index in one SQLite transaction, which now also bumps the layer's row in
-the ``generations`` table (``LexicalIndex.generation``); every process on the machine shares
-that file, so a write by another CLI process is seen by the next query here. The fingerprint
-is read *before* a snapshot is loaded, so a write racing the load leaves the snapshot tagged
-with the older generation and it is reloaded next time. Writes of this process also bump a
-local counter (``invalidate``, called by the KnowledgeBase write paths before they write), so
-a write whose lexical half failed does not leave a stale snapshot either. In server mode
-another machine writes a lexical file we never see, so there is no cheap correct fingerprint
-yet and snapshots are off: ``layer_fingerprint`` returns ``None``. The write log's per-layer
-generation (epoch, sequence), read after catching up, is what must replace the lexical
-generation here; then server mode can serve snapshots too.
+Planner (``plan_exact``), like the cardinality-based planners of mature vector databases: the
+rows the effective filter can admit are counted from the copy's access-level blocks (the
+principal's clearance is a conjunct of every filter); few enough → exact search over just
+those blocks (recall 1.0, no Chroma call, also not for the lexical leg's candidates); many →
+Chroma's HNSW: unfiltered for an unfiltered query, else an unfiltered query for
+``filter_overfetch`` × the wanted depth filtered here, with Chroma's filtered query only when
+fewer than the depth pass. ``where`` is evaluated with ``where_eval`` (Chroma's semantics) while
+walking candidates in distance order, so an exact answer equals Chroma's filtered answer.
 
-Above the threshold Chroma's HNSW answers. A filtered HNSW query costs ~20× an unfiltered one
-at 100k chunks, so a ``where`` (the principal's clearance is one) is first answered by an
-unfiltered query for ``filter_overfetch`` × the wanted depth, filtered here; only when fewer than
-the depth pass does the filtered query run. Whenever enough pass, the answer is exactly the
-filtered one for the same candidates (docs/scale.md has the measurement behind the choice).
+Freshness. A copy is served only while ``layer_fingerprint`` is unchanged: the lexical index's
+per-layer counter (bumped in every write's transaction, shared by every process on the
+machine), the layer's generation (epoch, sequence) after catching up with the write log
+(server mode: other machines), and a local counter bumped by this process's write paths
+before they write (``invalidate``). When it changed, the copy catches up by id: the lexical
+transaction journals the ids each write touched (``LexicalIndex.changes_since``) and
+``invalidate`` records this process's own, and just those are re-read from Chroma. A journal
+that cannot tell (a clear, a restore, more than ``CHANGES_KEPT`` writes behind) or a change of
+most of the layer reloads the copy instead. Positions are read *before* Chroma is, so a write
+racing a load or refresh is re-read next time. An embedded reader's Chroma does not see vectors
+another process added after it loaded ("Error finding id"): the copy is dropped and Chroma
+answers, as fresh as this process can be.
 """
 
 from __future__ import annotations
@@ -35,10 +37,8 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
-
 from osprag.errors import StoreError
+from osprag.search.mirror import LayerMirror
 from osprag.search.where_eval import compile_where
 
 if TYPE_CHECKING:
@@ -51,154 +51,10 @@ DocPredicate = Callable[[str | None], bool]
 PAGE = 5000
 
 
-@dataclass
-class Snapshot:
-    """One layer's records; ``matrix`` is prepared for the space (unit rows for cosine)."""
-
-    collection_id: str
-    space: str
-    ids: list[str]
-    matrix: npt.NDArray[np.float32]
-    sq_norms: npt.NDArray[np.float32]
-    documents: list[str | None]
-    metadatas: list[dict[str, Any]]
-    slot_of: dict[str, int]
-
-    @classmethod
-    def load(cls, col: Collection, space: str) -> Snapshot:
-        ids: list[str] = []
-        docs: list[str | None] = []
-        metas: list[dict[str, Any]] = []
-        blocks: list[npt.NDArray[np.float32]] = []
-        offset = 0
-        while True:
-            page = col.get(
-                limit=PAGE, offset=offset, include=["embeddings", "documents", "metadatas"]
-            )
-            got = page["ids"]
-            if not got:
-                break
-            ids.extend(got)
-            docs.extend(page["documents"])
-            metas.extend(dict(m or {}) for m in page["metadatas"])
-            blocks.append(np.asarray(page["embeddings"], dtype=np.float32))
-            offset += len(got)
-            if len(got) < PAGE:
-                break
-        matrix = np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32)
-        sq: npt.NDArray[np.float32] = np.zeros(0, np.float32)
-        if blocks:
-            sq = np.einsum("ij,ij->i", matrix, matrix).astype(np.float32)
-        if space == "cosine" and blocks:
-            matrix = (matrix / np.maximum(np.sqrt(sq), 1e-12)[:, None]).astype(np.float32)
-        return cls(
-            col.id,
-            space,
-            ids,
-            np.ascontiguousarray(matrix, dtype=np.float32),
-            sq,
-            docs,
-            metas,
-            {rid: i for i, rid in enumerate(ids)},
-        )
-
-    def distances(self, vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Chroma's distance per (query, record): 1 − cos, 1 − dot, or squared L2."""
-        with _one_blas_thread():
-            return self._distances(np.asarray(vectors, dtype=np.float32))
-
-    def _distances(self, q: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        if self.space == "cosine":
-            q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-            out = np.float32(1.0) - q @ self.matrix.T
-        else:
-            dots = q @ self.matrix.T
-            if self.space == "ip":
-                out = np.float32(1.0) - dots
-            else:
-                q_sq = np.einsum("ij,ij->i", q, q)[:, None]
-                out = np.maximum(q_sq + self.sq_norms - 2 * dots, 0)
-        return np.asarray(out, dtype=np.float32)
-
-    def query(
-        self,
-        vectors: Any,
-        k: int,
-        where: Predicate | None,
-        document: DocPredicate | None,
-    ) -> dict[str, Any]:
-        """Chroma-shaped ``query`` answer: the k nearest records that pass both filters."""
-        out: dict[str, Any] = {"ids": [], "distances": [], "documents": [], "metadatas": []}
-        if not self.ids:
-            for key in out:
-                out[key] = [[] for _ in range(len(vectors))]
-            return out
-        dist = self.distances(np.asarray(vectors, dtype=np.float32))
-        for row in dist:
-            slots = self._nearest(row, k, where, document)
-            out["ids"].append([self.ids[s] for s in slots])
-            out["distances"].append([float(row[s]) for s in slots])
-            out["documents"].append([self.documents[s] for s in slots])
-            out["metadatas"].append([self.metadatas[s] for s in slots])
-        return out
-
-    def _nearest(
-        self,
-        row: npt.NDArray[np.float32],
-        k: int,
-        where: Predicate | None,
-        document: DocPredicate | None,
-    ) -> list[int]:
-        n = row.size
-        want = min(n, k if where is None and document is None else max(4 * k, 64))
-        head = np.argpartition(row, want - 1)[:want] if want < n else np.arange(n)
-        head = head[np.lexsort((head, row[head]))]
-        if where is None and document is None:
-            return [int(s) for s in head[:k]]
-        hits = self._walk(head.tolist(), k, where, document)
-        if len(hits) < k and want < n:
-            rest = np.setdiff1d(np.arange(n), head, assume_unique=True)
-            rest = rest[np.lexsort((rest, row[rest]))]
-            hits += self._walk(rest.tolist(), k - len(hits), where, document)
-        return hits
-
-    def _walk(
-        self, order: list[int], k: int, where: Predicate | None, document: DocPredicate | None
-    ) -> list[int]:
-        hits: list[int] = []
-        for slot in order:
-            if where is not None and not where(self.metadatas[slot]):
-                continue
-            if document is not None and not document(self.documents[slot]):
-                continue
-            hits.append(slot)
-            if len(hits) == k:
-                break
-        return hits
-
-    def get(
-        self, ids: Sequence[str], where: Predicate | None, document: DocPredicate | None
-    ) -> dict[str, Any]:
-        """Chroma-shaped ``get`` answer for known ids that pass both filters."""
-        out: dict[str, Any] = {"ids": [], "documents": [], "metadatas": []}
-        for rid in ids:
-            slot = self.slot_of.get(rid)
-            if slot is None:
-                continue
-            if where is not None and not where(self.metadatas[slot]):
-                continue
-            if document is not None and not document(self.documents[slot]):
-                continue
-            out["ids"].append(rid)
-            out["documents"].append(self.documents[slot])
-            out["metadatas"].append(self.metadatas[slot])
-        return out
-
-
 _BLAS: Any = None
 
 
-def _one_blas_thread() -> Any:
+def one_blas_thread() -> Any:
     """A query-sized product is ~1 ms on one core; OpenBLAS threads woken right after the
     ONNX runtime's were measured at ~20 ms on a busy 2-core machine (bench/retrieval_scale)."""
     global _BLAS
@@ -214,17 +70,23 @@ class _LayerState:
     fingerprint: Hashable
     collection_id: str
     count: int
-    snapshot: Snapshot | None
+    mirror: LayerMirror | None
     # Current-revision pointers read while this copy is valid (None = no pointer): they
-    # change only with a write, which changes the fingerprint and drops this state.
+    # change only with a write, which changes the fingerprint and replaces this state.
     revisions: dict[str, str | None] = field(default_factory=dict)
+
+
+_RESET = None  # a dirty entry meaning: this process wrote without saying which ids
 
 
 @dataclass
 class _KbState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     local: dict[str, int] = field(default_factory=dict)
+    dirty: dict[str, set[str] | None] = field(default_factory=dict)
     layers: dict[str, _LayerState] = field(default_factory=dict)
+    loading: dict[str, threading.Thread] = field(default_factory=dict)
+    refreshing: dict[str, threading.Lock] = field(default_factory=dict)
 
 
 _STATES: weakref.WeakKeyDictionary[KnowledgeBase, _KbState] = weakref.WeakKeyDictionary()
@@ -239,12 +101,19 @@ def _kb_state(kb: KnowledgeBase) -> _KbState:
         return state
 
 
-def invalidate(kb: KnowledgeBase, layer: str) -> None:
-    """A write of this process to ``layer`` is about to happen: never serve the old copy."""
+def invalidate(kb: KnowledgeBase, layer: str, ids: Sequence[str] | None = None) -> None:
+    """A write of this process to ``layer`` (of ``ids``; ``None``: unknown) is about to happen:
+    never serve the old copy. The ids are re-read at the next query even if the write's
+    lexical half (which journals them) fails."""
     state = _kb_state(kb)
     with state.lock:
         state.local[layer] = state.local.get(layer, 0) + 1
-        state.layers.pop(layer, None)
+        if ids is None:
+            state.dirty[layer] = _RESET
+        else:
+            dirty = state.dirty.get(layer, set())
+            if dirty is not _RESET:
+                state.dirty[layer] = dirty | set(ids)
 
 
 def layer_fingerprint(kb: KnowledgeBase, layer: str) -> Hashable | None:
@@ -263,45 +132,178 @@ def layer_fingerprint(kb: KnowledgeBase, layer: str) -> Hashable | None:
 
 
 def _layer(kb: KnowledgeBase, name: str, col: Collection) -> _LayerState | None:
+    """The layer's copy, brought up to date by id when possible, else (re)loaded.
+
+    Small layers load at once; a layer of ``exact_search_below`` chunks or more loads in a
+    background thread (tens of seconds at 100k) while its queries go to Chroma, and only when
+    the mirrored chunks of this process stay within ``mirror_max_chunks``.
+    """
     fingerprint = layer_fingerprint(kb, name)
     if fingerprint is None:
         return None
     state = _kb_state(kb)
     with state.lock:
         cached = state.layers.get(name)
-    if cached is not None and cached.fingerprint == fingerprint and cached.collection_id == col.id:
-        return cached
+        guard = state.refreshing.setdefault(name, threading.Lock())
+    if cached is not None and cached.collection_id == col.id:
+        if cached.fingerprint == fingerprint:
+            return cached
+        if cached.mirror is not None:
+            with guard:
+                caught = _catch_up(kb, name, col, cached, fingerprint)
+            if caught is not None:
+                return caught
     count = col.count()
-    snap = None
-    if count < kb.settings.exact_search_below:
-        try:
-            snap = Snapshot.load(col, kb._space(col))
-        except StoreError as exc:
-            # An embedded reader's Chroma does not see vectors another process added since it
-            # loaded the index ("Error finding id"); its own HNSW query omits them too, so
-            # answering through Chroma is as fresh as this process can be.
-            log.info("layer %s: no in-memory copy (%s); searching through Chroma", name, exc)
-    fresh = _LayerState(fingerprint, col.id, count, snap)
+    big = count >= kb.settings.exact_search_below
+    fresh = _LayerState(fingerprint, col.id, count, None if big else _load(kb, name, col))
+    with state.lock:
+        state.layers[name] = fresh
+    if big and _fits(kb, state, name, count):
+        _load_in_background(kb, state, name, col)  # replaces the entry when loaded
+    return fresh
+
+
+def _catch_up(
+    kb: KnowledgeBase, name: str, col: Collection, cached: _LayerState, fingerprint: Hashable
+) -> _LayerState | None:
+    """Re-read from Chroma the ids written since the copy was made; ``None``: reload instead."""
+    mirror = cached.mirror
+    assert mirror is not None
+    state = _kb_state(kb)
+    with state.lock:
+        dirty = state.dirty.pop(name, set())
+    seq, journal = kb.lexical.changes_since(name, mirror.seq)
+    if dirty is _RESET or journal is None:
+        return None
+    ids = journal | (dirty or set())
+    if len(ids) > max(1000, len(mirror) // 5):
+        return None  # most of the layer changed: a reload costs less
+    try:
+        mirror.refresh(col, ids, seq)
+    except StoreError as exc:
+        log.info("layer %s: no in-memory copy (%s); searching through Chroma", name, exc)
+        return None
+    fresh = _LayerState(fingerprint, col.id, len(mirror), mirror)
     with state.lock:
         state.layers[name] = fresh
     return fresh
 
 
-def snapshot_for(kb: KnowledgeBase, name: str, col: Collection) -> Snapshot | None:
-    """The layer's in-memory copy when it is small enough and provably fresh."""
+def _load(kb: KnowledgeBase, name: str, col: Collection) -> LayerMirror | None:
+    """A full copy; the journal position is read first, so a racing write is re-read later."""
+    seq = kb.lexical.generation(name)
+    state = _kb_state(kb)
+    with state.lock:
+        state.dirty.pop(name, None)
+    try:
+        return LayerMirror.load(col, kb._space(col), seq)
+    except StoreError as exc:
+        # An embedded reader's Chroma does not see vectors another process added since it
+        # loaded the index ("Error finding id"); its own HNSW query omits them too, so
+        # answering through Chroma is as fresh as this process can be.
+        log.info("layer %s: no in-memory copy (%s); searching through Chroma", name, exc)
+        return None
+
+
+def _fits(kb: KnowledgeBase, state: _KbState, name: str, count: int) -> bool:
+    budget = kb.settings.mirror_max_chunks
+    with state.lock:
+        if name in state.loading:
+            return False
+        held = sum(
+            len(s.mirror)
+            for layer, s in state.layers.items()
+            if layer != name and s.mirror is not None and s.count >= kb.settings.exact_search_below
+        )
+    return held + count <= budget
+
+
+def _load_in_background(kb: KnowledgeBase, state: _KbState, name: str, col: Collection) -> None:
+    fingerprint = layer_fingerprint(kb, name)
+
+    def run() -> None:
+        try:
+            mirror = _load(kb, name, col)
+            if mirror is not None:
+                with state.lock:
+                    state.layers[name] = _LayerState(fingerprint, col.id, len(mirror), mirror)
+        except Exception as exc:  # a closed knowledge base, a vanished collection
+            log.info("layer %s: background copy failed (%s)", name, exc)
+        finally:
+            with state.lock:
+                state.loading.pop(name, None)
+
+    thread = threading.Thread(target=run, name=f"osp-mirror-{name}", daemon=True)
+    with state.lock:
+        state.loading[name] = thread
+    thread.start()
+
+
+def wait_for_copies(kb: KnowledgeBase, timeout: float | None = None) -> None:
+    """Block until background copies started by this knowledge base are loaded (tests, bench)."""
+    state = _kb_state(kb)
+    with state.lock:
+        threads = list(state.loading.values())
+    for thread in threads:
+        thread.join(timeout)
+
+
+def snapshot_for(kb: KnowledgeBase, name: str, col: Collection) -> LayerMirror | None:
+    """The layer's in-memory copy when one is held and provably fresh."""
     layer = _layer(kb, name, col)
-    return layer.snapshot if layer is not None else None
+    return layer.mirror if layer is not None else None
+
+
+def memory(kb: KnowledgeBase) -> dict[str, int]:
+    """Mirrored chunks and their vector bytes, per layer (what ``mirror_max_chunks`` bounds)."""
+    state = _kb_state(kb)
+    with state.lock:
+        held = {n: s.mirror for n, s in state.layers.items() if s.mirror is not None}
+    out: dict[str, int] = {}
+    for name, mirror in held.items():
+        out[f"{name}.chunks"] = len(mirror)
+        out[f"{name}.vector_bytes"] = mirror.nbytes()
+    return out
+
+
+def plan_exact(
+    kb: KnowledgeBase,
+    name: str,
+    col: Collection,
+    where: Mapping[str, Any] | None,
+    where_document: Mapping[str, Any] | None,
+) -> tuple[LayerMirror, list[Hashable]] | None:
+    """The planner: search ``name`` exactly in memory, and over which access-level blocks?
+
+    Exact when a fresh copy is held, ``where_document`` can run in Python, and the rows the
+    effective filter can admit (whole blocks, by its access-level conjuncts) are fewer than
+    the row budget: ``exact_search_below`` for an unfiltered query (the alternative is one
+    unfiltered HNSW query) and ``exact_filtered_below`` for a filtered one (the alternative is
+    over-fetch with a filtered fallback, several times dearer). Otherwise ``None``: HNSW.
+    """
+    if not supports_document_filter(where_document):
+        return None
+    mirror = snapshot_for(kb, name, col)
+    if mirror is None:
+        return None
+    groups = mirror.admitted(where)
+    s = kb.settings
+    budget = (
+        s.exact_search_below if where is None else max(s.exact_search_below, s.exact_filtered_below)
+    )
+    if len(mirror) < s.exact_search_below or mirror.rows(groups) < budget:
+        return mirror, groups
+    return None
 
 
 def all_in_memory(
     kb: KnowledgeBase,
     layers: Sequence[tuple[str, Collection]],
     where_document: Mapping[str, Any] | None,
+    where: Mapping[str, Any] | None = None,
 ) -> bool:
     """True when every layer's dense leg runs in memory (no Chroma call to overlap)."""
-    if not supports_document_filter(where_document):
-        return False
-    return all(snapshot_for(kb, name, col) is not None for name, col in layers)
+    return all(plan_exact(kb, name, col, where, where_document) is not None for name, col in layers)
 
 
 def document_predicate(where_document: Mapping[str, Any] | None) -> DocPredicate | None:
@@ -352,11 +354,12 @@ def dense_query(
     include: Sequence[str],
 ) -> dict[str, Any]:
     """The dense leg for one layer: exact in memory, over-fetch, or Chroma's filtered query."""
-    layer = _layer(kb, name, col)
+    exact = plan_exact(kb, name, col, where, where_document)
     exact_doc = supports_document_filter(where_document)
-    if layer is not None and layer.snapshot is not None and exact_doc:
+    if exact is not None:
+        mirror, groups = exact
         predicate = compile_where(where) if where is not None else None
-        return layer.snapshot.query(vectors, depth, predicate, document_predicate(where_document))
+        return mirror.query(vectors, depth, predicate, document_predicate(where_document), groups)
     factor = kb.settings.filter_overfetch
     if where is not None and exact_doc and factor > 0:
         return _overfetch(col, vectors, depth, where, where_document, include, factor)
@@ -453,7 +456,7 @@ def stale_filter(
             continue
         with state.lock:
             layer = state.layers.get(name)
-        if layer is None or layer.snapshot is None:
+        if layer is None or layer.mirror is None:
             live |= doc_ids
             continue
         missing = sorted(doc_ids - layer.revisions.keys())
