@@ -1,7 +1,10 @@
 """osprag: two-layer document retrieval for quality-management knowledge, on ChromaDB."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .config import LayerConfig, Settings, load_settings
-from .embedding import Embedder, ModelIdentity
 from .errors import (
     AccessDenied,
     BackupInvalid,
@@ -23,9 +26,32 @@ from .errors import (
     StoreLocked,
     StoreUnavailable,
 )
-from .knowledge_base import KnowledgeBase
 from .principal import LOCAL, Principal
 from .results import Hit, LayerStats, QueryResult, Record, ReindexReport, WriteResult
+
+if TYPE_CHECKING:
+    from .embedding import Embedder, ModelIdentity
+    from .knowledge_base import KnowledgeBase
+
+# Imported on first use: they pull numpy (and the store), which `osp ingest` on an unchanged
+# folder never needs (ingest/noop.py).
+_LAZY = {
+    "Embedder": "embedding",
+    "ModelIdentity": "embedding",
+    "KnowledgeBase": "knowledge_base",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 
@@ -65,3 +91,7 @@ __all__ = [
     "__version__",
     "load_settings",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -25,8 +25,10 @@ from rich.table import Table
 from . import __version__
 from .config import Settings, load_settings, settings_markdown
 from .errors import InvalidFilter, InvalidInput, OspragError
-from .knowledge_base import KnowledgeBase
 from .principal import Principal
+
+if TYPE_CHECKING:
+    from .knowledge_base import KnowledgeBase
 
 
 class _State:
@@ -77,6 +79,8 @@ def _state(json_mode: bool | None = None) -> _State:
 
 @contextmanager
 def _kb(read_only: bool = False) -> Iterator[KnowledgeBase]:
+    from .knowledge_base import KnowledgeBase  # imports numpy; `osp ingest` may not need it
+
     kb = KnowledgeBase.open(_state().settings, read_only=read_only)
     try:
         yield kb
@@ -356,24 +360,23 @@ def ingest(
 
     Exit code 0: all ok; 1: some files failed (the others are in); 2: nothing could be done.
     """
+    from .ingest.noop import try_noop
     from .ingest.sync import FileResult
     from .ingest.sync import Progress as IngestProgress
 
     state = _state(json_mode)
     show = not (state.quiet or json_mode) and sys.stderr.isatty()
     console = _err()
-    with (
-        _kb(read_only=dry_run) as kb,
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not show,
-        ) as bar,
-    ):
+    overrides = _parse_meta(meta)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not show,
+    ) as bar:
         files = bar.add_task("files", total=0, rate="")
         chunks = bar.add_task("chunks", total=None, rate="")
         started = time.perf_counter()
@@ -392,15 +395,28 @@ def ingest(
             rate = seen[0] / max(time.perf_counter() - started, 1e-6)
             bar.update(chunks, advance=n, rate=f"{rate:.1f} chunks/s")
 
-        report = kb.ingest(
+        callbacks = IngestProgress(on_files, on_file_done, on_chunks)
+        # embedded, nothing changed: answered from the sync's manifest without opening Chroma
+        report = try_noop(
+            state.settings,
             list(paths),
             layer,
             recursive=recursive,
             glob=glob,
             dry_run=dry_run,
-            overrides=_parse_meta(meta),
-            progress=IngestProgress(on_files, on_file_done, on_chunks),
+            progress=callbacks,
         )
+        if report is None:
+            with _kb(read_only=dry_run) as kb:
+                report = kb.ingest(
+                    list(paths),
+                    layer,
+                    recursive=recursive,
+                    glob=glob,
+                    dry_run=dry_run,
+                    overrides=overrides,
+                    progress=callbacks,
+                )
     if json_mode:
         _emit(report.to_dict())
     elif not state.quiet:

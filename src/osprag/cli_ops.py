@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -19,7 +19,9 @@ from rich.table import Table
 
 from .cli import _emit, _err, _out, _state
 from .errors import InvalidInput
-from .knowledge_base import KnowledgeBase
+
+if TYPE_CHECKING:
+    from .knowledge_base import KnowledgeBase
 
 
 @contextmanager
@@ -27,6 +29,8 @@ def _writer(wait: float | None = None) -> Iterator[KnowledgeBase]:
     settings = _state().settings
     if wait is not None:
         settings = settings.model_copy(update={"lock_timeout": wait})
+    from .knowledge_base import KnowledgeBase
+
     kb = KnowledgeBase.open(settings)
     try:
         yield kb

@@ -20,11 +20,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from .errors import InvalidInput, LayerNotFound
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .knowledge_base import KnowledgeBase
 
 DEFAULT_GRID = (10, 20, 40, 60, 100, 160, 240, 400)
@@ -67,6 +67,8 @@ def tune_layer(
 ) -> TuneReport:
     """Measure the grid on ``layer`` and (``apply``) keep the smallest ef_search that reaches
     ``target`` recall@10, or the best one measured."""
+    import numpy as np  # not at import time: `osp` starts without numpy
+
     if not 0 < target <= 1:
         raise InvalidInput(f"target recall must be in (0, 1], got {target}")
     if samples < 1 or not grid or min(grid) < 1:
@@ -142,6 +144,8 @@ def _set_ef(kb: KnowledgeBase, layer: str, ef: int) -> None:
 
 
 def _all_vectors(col: Any) -> tuple[list[str], np.ndarray[Any, Any]]:
+    import numpy as np
+
     ids: list[str] = []
     blocks = []
     offset = 0
@@ -159,6 +163,8 @@ def _all_vectors(col: Any) -> tuple[list[str], np.ndarray[Any, Any]]:
 def _exact_neighbours(
     matrix: np.ndarray[Any, Any], picked: np.ndarray[Any, Any], space: str
 ) -> list[set[int]]:
+    import numpy as np
+
     q = matrix[picked]
     if space == "cosine":
         unit = matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
@@ -181,6 +187,8 @@ def _measure(
     ids: list[str],
     truth: list[set[int]],
 ) -> TunePoint:
+    import numpy as np
+
     col = kb.collection_for(layer)
     assert col is not None
     slot = {rid: i for i, rid in enumerate(ids)}

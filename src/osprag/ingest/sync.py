@@ -493,17 +493,23 @@ def ingest(
     started = time.perf_counter()
     report = IngestReport(layer=layer, roots=[str(Path(p)) for p in paths], dry_run=dry_run)
     syncer = Syncer(kb, layer, overrides=overrides, dry_run=dry_run, progress=progress)
+    synced: list[str] = []
     try:
         for raw in paths:
             path = Path(raw)
             if path.is_dir():
                 syncer.sync_root(path, report, recursive=recursive, glob=glob)
+                synced.append(str(path.resolve()))
             elif path.is_file():
                 syncer.sync_single(path, report)
             else:
                 report.files.append(FileResult(str(raw), "failed", reason="no such file or folder"))
     finally:
         syncer.close()
+    if not dry_run:
+        from .noop import stamp
+
+        stamp(kb, layer, synced)  # lets the next unchanged re-sync skip opening the store
     report.chunks_written = syncer.written
     report.texts_embedded = syncer.embedded
     report.tokens_embedded = syncer.tokens
