@@ -137,6 +137,12 @@ class Settings(BaseSettings):
         le=1,
         description="hybrid: weight of the dense leg; default per model (bench/model_study.py)",
     )
+    lexical_doc_weight: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="BM25: weight of a chunk's whole document in its score; default 0.5",
+    )
     rerank_model: str | None = Field(
         None, description="cross-encoder (local path or cached name) reranking the top hits"
     )
