@@ -141,7 +141,7 @@ class Settings(BaseSettings):
         None,
         ge=0,
         le=1,
-        description="BM25: weight of a chunk's whole document in its score; default 0.5",
+        description="BM25: weight of a chunk's document section in its score; default 0.5",
     )
     rerank_model: str | None = Field(
         None, description="cross-encoder (local path or cached name) reranking the top hits"

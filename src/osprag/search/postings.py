@@ -122,6 +122,7 @@ class MemoryIndex:
     _group_language: npt.NDArray[np.int8] = field(default_factory=lambda: np.zeros(0, np.int8))
     _documents: int = 0  # live documents: groups with a live chunk + chunks without a group
     _multi: int = 0  # groups with two or more live chunks
+    _unit: tuple[IntArray, npt.NDArray[np.float64]] | None = None  # see _doc_evidence
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -151,7 +152,7 @@ class MemoryIndex:
         tfs = np.minimum(tfs, 65535).astype(np.uint16, copy=False)
         self._count_terms(terms, +1)
         self._pending.append((terms, slots, tfs))
-        self._norm = None
+        self._norm = self._unit = None
 
     def remove(self, removed: Mapping[Key, IntArray]) -> int:
         """Drop chunks, given the term ids they were added with (the caller's stored copy)."""
@@ -173,7 +174,7 @@ class MemoryIndex:
         if gone:
             self._count_terms(np.concatenate(gone).astype(np.int32, copy=False), -1)
         if count:
-            self._norm = None
+            self._norm = self._unit = None
             if len(self.entries) > 1024 and len(self.entries) > 2 * len(self.slot_of):
                 self._compact()
         return count
@@ -195,7 +196,7 @@ class MemoryIndex:
         self._language = self._language[live].copy()
         self._layer = self._layer[live].copy()
         self._group = self._group[live].copy()
-        self._norm = None
+        self._norm = self._unit = None
 
     def _join(self, group: str | int | None, length: int, language: int, sign: int) -> int:
         """A chunk enters (+1) or leaves (-1) its document; returns the group code (-1: none).
@@ -395,57 +396,58 @@ class MemoryIndex:
         return self._norm
 
     def _doc_evidence(self) -> _DocScores | None:
-        """The query's document accumulator, or None when no document has two live chunks
-        (then every score is the chunk's own, exactly as without document evidence)."""
+        """The query's unit accumulator, or None when no unit has two live chunks (then every
+        score is the chunk's own, exactly as without document evidence).
+
+        Cached until the next write: per slot the unit code when the chunk is live and its
+        unit has two or more live chunks (else -1), and per unit its BM25 length norm."""
         if self.doc_weight <= 0.0 or self._multi == 0:
             return None
-        groups = len(self.group_codes)
-        chunks = self._group_chunks[:groups]
-        avg = self._total_length / max(self._documents, 1) or 1.0
-        lengths = self._group_length[:groups]
-        norm = self.k1 * (1.0 - self.b + self.b * lengths / avg)
-        return _DocScores(
-            self,
-            chunks > 1,
-            norm,
-            np.zeros(groups, np.float64),
-        )
+        if self._unit is None:
+            n = len(self.entries)
+            groups = len(self.group_codes)
+            multi = self._group_chunks[:groups] > 1
+            slot_unit = self._group[:n].copy()
+            slot_unit[~self._alive[:n]] = -1
+            has = slot_unit >= 0
+            slot_unit[has & ~multi[np.where(has, slot_unit, 0)]] = -1
+            avg = self._total_length / max(self._documents, 1) or 1.0
+            lengths = self._group_length[:groups]
+            self._unit = (slot_unit, self.k1 * (1.0 - self.b + self.b * lengths / avg))
+        slot_unit, norm = self._unit
+        return _DocScores(self, slot_unit, norm, np.zeros(norm.size, np.float64))
 
 
 @dataclass
 class _DocScores:
-    """One query's BM25 over whole documents (groups of two or more live chunks)."""
+    """One query's BM25 over whole units (document sections of two or more live chunks)."""
 
     index: MemoryIndex
-    multi: npt.NDArray[np.bool_]  # per group: two or more live chunks
-    norm: npt.NDArray[np.float64]  # per group: k1 × (1 − b + b × length / average length)
+    slot_unit: IntArray  # per slot: its unit, or -1 (dead, no unit, or a one-chunk unit)
+    norm: npt.NDArray[np.float64]  # per unit: k1 × (1 − b + b × length / average length)
     scores: npt.NDArray[np.float64]
 
     def add_term(self, slots: IntArray, tfs: FloatArray, table: FloatArray) -> None:
-        """Sum the term's frequencies per document and add its BM25 contribution."""
-        groups = self.index._group[slots]
-        keep = (groups >= 0) & self.index._alive[slots]  # dead chunks wait in segments
-        groups = groups[keep]
-        keep2 = self.multi[groups]
-        groups = groups[keep2]
-        if groups.size == 0:
+        """Sum the term's frequencies per unit and add its BM25 contribution."""
+        units = self.slot_unit[slots]
+        keep = units >= 0
+        if not keep.any():
             return
-        present, inverse = np.unique(groups, return_inverse=True)
-        tf = np.bincount(inverse, weights=tfs[keep][keep2])
+        tf = np.bincount(units[keep], weights=tfs[keep], minlength=self.norm.size)
+        present = np.flatnonzero(tf)
+        tf = tf[present]
         k1 = self.index.k1
         weight = table[self.index._group_language[present]]
         self.scores[present] += weight * tf * (k1 + 1.0) / (tf + self.norm[present])
 
     def mix(self, scores: FloatArray) -> None:
-        """Chunks that matched and belong to a multi-chunk document get the mixed score."""
+        """Chunks that matched and belong to a unit of two or more chunks get the mix."""
         hit = np.flatnonzero(scores > 0)
-        groups = self.index._group[hit]
-        keep = groups >= 0
-        hit, groups = hit[keep], groups[keep]
-        keep = self.multi[groups]
-        hit, groups = hit[keep], groups[keep]
+        units = self.slot_unit[hit]
+        keep = units >= 0
+        hit, units = hit[keep], units[keep]
         w = self.index.doc_weight
-        mixed = (1.0 - w) * scores[hit] + w * self.scores[groups]
+        mixed = (1.0 - w) * scores[hit] + w * self.scores[units]
         scores[hit] = mixed.astype(np.float32)
 
 
