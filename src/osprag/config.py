@@ -148,7 +148,7 @@ class Settings(BaseSettings):
     )
     rerank_depth: int = Field(20, ge=2, le=1000, description="hits the cross-encoder reorders")
     answer_min_score: float = Field(
-        0.75, ge=0, le=1, description="calibrated score below which a question counts unanswered"
+        0.9, ge=0, le=1, description="calibrated score below which a question counts unanswered"
     )
     exact_search_below: int = Field(
         10000, ge=0, description="layers with fewer chunks are searched exactly in memory"
