@@ -114,3 +114,21 @@ def test_sections_of_one_document_are_separate_units() -> None:
     solo = LexicalIndex(None, analyzer=Analyzer(PLAIN), doc_weight=0.0)
     solo.upsert("kern", ["p", "f"], ["crimp height", "crimp tool"], [{}, {}])
     assert _scores(ix, "crimp height tool") == _scores(solo, "crimp height tool")
+
+
+def test_compaction_keeps_units_exact() -> None:
+    words = ["crimp", "height", "tool", "seal", "press", "wire", "force", "pull"]
+    texts = [" ".join(words[(i * 3 + j) % 8] for j in range(1 + i % 4)) for i in range(1200)]
+    metas = [_doc(f"D{i // 4}") for i in range(1200)]
+    ids = [f"c{i}" for i in range(1200)]
+    ix = LexicalIndex(None, analyzer=Analyzer(PLAIN), doc_weight=0.5)
+    ix.upsert("kern", ids, texts, metas)
+    gone = [i for i in range(1200) if i % 4 > 1 or i >= 400]  # most slots die: renumbered
+    ix.delete("kern", [ids[i] for i in gone])
+    keep = sorted(set(range(1200)) - set(gone))
+    fresh = LexicalIndex(None, analyzer=Analyzer(PLAIN), doc_weight=0.5)
+    fresh.upsert("kern", [ids[i] for i in keep], [texts[i] for i in keep], [metas[i] for i in keep])
+    ix.upsert("kern", ["n1", "n2"], ["crimp height", "crimp wire"], [_doc("N"), _doc("N")])
+    fresh.upsert("kern", ["n1", "n2"], ["crimp height", "crimp wire"], [_doc("N"), _doc("N")])
+    for query in ("crimp height", "tool wire force", "seal pull"):
+        assert _scores(ix, query) == pytest.approx(_scores(fresh, query), rel=1e-6)
