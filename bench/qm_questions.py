@@ -125,7 +125,7 @@ def main() -> None:
             )
             if mode == "hybrid":
                 sweep = []
-                for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+                for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
                     sp, sr, sn = refusal(rows, t)
                     sweep.append(f"{t}: P {sp:.2f} R {sr:.2f} ({sn} refused)")
                 detail.append(

@@ -137,12 +137,18 @@ class Settings(BaseSettings):
         le=1,
         description="hybrid: weight of the dense leg; default per model (bench/model_study.py)",
     )
+    lexical_doc_weight: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="BM25: weight of a chunk's document section in its score; default 0.5",
+    )
     rerank_model: str | None = Field(
         None, description="cross-encoder (local path or cached name) reranking the top hits"
     )
     rerank_depth: int = Field(20, ge=2, le=1000, description="hits the cross-encoder reorders")
     answer_min_score: float = Field(
-        0.75, ge=0, le=1, description="calibrated score below which a question counts unanswered"
+        0.9, ge=0, le=1, description="calibrated score below which a question counts unanswered"
     )
     exact_search_below: int = Field(
         10000, ge=0, description="layers with fewer chunks are searched exactly in memory"

@@ -150,18 +150,36 @@ def eval_store(
             texts: list[str] = []
             ids: list[str] = []
             metas: list[dict[str, Any]] = []
+            pointers: dict[str, dict[str, Any]] = {}
             for doc in data.corpus:
                 blocks = []
                 if doc["title"]:
                     blocks.append(Block("heading", doc["title"], level=1))
                 blocks.append(Block("paragraph", doc["text"] or doc["title"] or "-"))
-                for chunk in chunker.chunk(blocks):
+                # As ingestion writes a file: its chunks name their document and revision and
+                # a registry pointer makes that revision current (the lexical leg groups
+                # chunks by it, docs/retrieval.md).
+                doc_id = f"eval:{target}:{doc['_id']}"
+                chunks = chunker.chunk(blocks)
+                for chunk in chunks:
                     texts.append(chunk.text)
                     ids.append(f"{doc['_id']}::{chunk.index}")
-                    metas.append({"access_level": 1, "eval_doc": doc["_id"]})
+                    metas.append(
+                        {
+                            "access_level": 1,
+                            "eval_doc": doc["_id"],
+                            "chunk_index": chunk.index,
+                            "osp_doc": doc_id,
+                            "osp_rev": "1",
+                        }
+                    )
+                    if chunk.heading_path:
+                        metas[-1]["section"] = " > ".join(chunk.heading_path)
+                pointers[doc_id] = {"layer": target, "source": doc["_id"], "rev": "1"}
+                pointers[doc_id].update(chunks=len(chunks), access_level=1)
             step = 256
             for start in range(0, len(texts), step):
-                kb.add(
+                kb.write_chunks(
                     target,
                     texts[start : start + step],
                     ids=ids[start : start + step],
@@ -169,6 +187,17 @@ def eval_store(
                 )
                 if progress:
                     progress("embed", min(start + step, len(texts)), len(texts))
+            registry = kb.store.documents()
+            keys = list(pointers)
+            for start in range(0, len(keys), step):
+                part = keys[start : start + step]
+                registry.write(
+                    "upsert",
+                    part,
+                    [[1.0]] * len(part),
+                    [str(pointers[k]["source"]) for k in part],
+                    [pointers[k] for k in part],
+                )
             yield kb, target, len(texts)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

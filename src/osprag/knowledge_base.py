@@ -869,12 +869,13 @@ class KnowledgeBase:
     def lexical(self) -> LexicalIndex:
         """The BM25 index: derived from Chroma, updated with every write, rebuildable."""
         if self._lexical is None:
-            from .search.lexical import LexicalIndex
+            from .search.lexical import DOC_WEIGHT, LexicalIndex
 
             path = self._lexical_path()
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            self._lexical = LexicalIndex(path)
+            weight = self.settings.lexical_doc_weight
+            self._lexical = LexicalIndex(path, doc_weight=DOC_WEIGHT if weight is None else weight)
         return self._lexical
 
     def lexical_for(self, layers: Sequence[str]) -> LexicalIndex:

@@ -48,6 +48,10 @@ SCHEMA_VERSION = 1
 K1 = 1.2
 """Robertson's default; the dev-set grid (docs/lexical.md) found nothing clearly better."""
 B = 0.75
+DOC_WEIGHT = 0.5
+"""Weight of a chunk's document section in its BM25 score; chosen by
+bench/doc_evidence_study.py (docs/retrieval.md). The setting ``lexical_doc_weight`` overrides
+it."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -91,6 +95,8 @@ class LexicalIndex:
         path: the SQLite file (created if missing); ``None`` keeps everything in memory.
         analyzer: must match the one the file was built with (its identity is stored).
         k1, b: BM25 parameters; they act at query time, so changing them needs no rebuild.
+        doc_weight: weight of the chunk's document section (its chunks of one ingested
+            document version, ``document_key``) in a chunk's score; also query-time only.
 
     Raises:
         ConfigError: the file was built by another schema version or analyzer.
@@ -104,13 +110,17 @@ class LexicalIndex:
         analyzer: Analyzer | None = None,
         k1: float = K1,
         b: float = B,
+        doc_weight: float = DOC_WEIGHT,
     ) -> None:
         if k1 < 0 or not 0.0 <= b <= 1.0:
             raise ConfigError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
+        if not 0.0 <= doc_weight <= 1.0:
+            raise ConfigError(f"the document weight must be within [0, 1], got {doc_weight}")
         self.analyzer = analyzer or Analyzer()
         self.path = path
         self.k1 = k1
         self.b = b
+        self._doc_weight = doc_weight
         self._lock = threading.RLock()
         self._closed = False
         # Loaded on demand: ``_memory`` at the first read (None again after a clear or a failed
@@ -162,7 +172,17 @@ class LexicalIndex:
                     tf_blob = np.minimum(tfs, 65535).astype(np.uint16).tobytes()
                     if memory is not None:
                         code = LANGUAGES.index(language)
-                        docs.append(Document((layer, chunk_id), code, length, term_ids, tfs, meta))
+                        docs.append(
+                            Document(
+                                (layer, chunk_id),
+                                code,
+                                length,
+                                term_ids,
+                                tfs,
+                                meta,
+                                document_key(layer, meta),
+                            )
+                        )
                     meta_json = json.dumps(meta, ensure_ascii=False, allow_nan=False)
                     rows.append(
                         (layer, chunk_id, language, length, term_ids.tobytes(), tf_blob, meta_json)
@@ -229,6 +249,20 @@ class LexicalIndex:
             # reloaded by the next read or write, so a clear before a rebuild holds nothing
             self._memory = None
             self._vocab = None
+
+    @property
+    def doc_weight(self) -> float:
+        return self._doc_weight
+
+    @doc_weight.setter
+    def doc_weight(self, value: float) -> None:
+        """Query-time, like k1 and b: a study can sweep it without rebuilding."""
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"the document weight must be within [0, 1], got {value}")
+        with self._lock:
+            self._doc_weight = value
+            if self._memory is not None:
+                self._memory.doc_weight = value
 
     def generation(self, layer: str) -> int:
         """Bumped in the transaction of every write to ``layer``, by any process sharing the
@@ -408,7 +442,7 @@ class LexicalIndex:
         return memory
 
     def _read_memory(self) -> MemoryIndex:
-        memory = MemoryIndex(self.k1, self.b)
+        memory = MemoryIndex(self.k1, self.b, self._doc_weight)
         cursor = self._db.execute(
             "SELECT layer, id, language, length, term_ids, tfs, metadata FROM chunks"
         )
@@ -424,6 +458,7 @@ class LexicalIndex:
                         np.frombuffer(term_blob, np.int32),
                         np.frombuffer(tf_blob, np.uint16),
                         meta,
+                        document_key(layer, meta),
                     )
                     for (layer, chunk_id, language, length, term_blob, tf_blob, _), meta in zip(
                         rows, metas, strict=True
@@ -530,6 +565,21 @@ def _term_ids(vocab: dict[str, int], counts: Counter[str], vocab_new: dict[str, 
     for term in [t for t in counts if t not in vocab]:
         vocab[term] = vocab_new[term] = len(vocab)
     return np.fromiter(map(vocab.__getitem__, counts), np.int32, len(counts))
+
+
+def document_key(layer: str, meta: Mapping[str, Any]) -> str | None:
+    """The unit of text a chunk's document evidence comes from: its section (heading path) of
+    one ingested document version (``osp_doc`` at ``osp_rev``).
+
+    A paragraph-sized document under one heading is one unit; a long manual is several, so
+    query terms scattered over many pages do not add up to evidence for each of its chunks.
+    Records written with ``add``/``upsert`` carry no ``osp_doc`` and stay their own unit;
+    chunks of an old and a new revision never mix, so a replacement in progress cannot double
+    a unit's term frequencies."""
+    doc = meta.get("osp_doc")
+    if doc is None:
+        return None
+    return f"{layer}\x00{doc}\x00{meta.get('osp_rev', '')}\x00{meta.get('section', '')}"
 
 
 def _expand(analyzer: Analyzer, terms: QueryTerms, expansions: Mapping[str, float]) -> QueryTerms:

@@ -8,6 +8,14 @@ a write costs amortised O(log n) per posting and a query visits O(log n) segment
 chunks stay in their segments, masked, until a merge drops them; once most slots are dead the
 survivors are renumbered. Memory: about 6 bytes per posting plus the metadata dicts, ~0.5 GB
 at 100k chunks of 110 words (docs/lexical.md).
+
+Document evidence (``doc_weight`` > 0): a chunk whose group (its document section, see
+``lexical.document_key``) has two or more live chunks scores
+``(1 − w) × its own BM25 + w × the group's BM25``, the group scored as one document: the
+concatenation of its chunks, against the average length of all documents (groups plus
+ungrouped chunks), with the chunk-level IDF (docs/retrieval.md). The group's term frequencies
+are summed from the chunks' postings at query time, so nothing extra is stored and a deletion
+is correct as soon as the chunk is masked.
 """
 
 from __future__ import annotations
@@ -73,6 +81,7 @@ class Document:
     terms: IntArray
     tfs: npt.NDArray[Any]
     metadata: Mapping[str, Any]
+    group: str | None = None  # the document (version) the chunk belongs to, if known
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +91,7 @@ class Entry:
     key: Key
     length: int
     metadata: Mapping[str, Any]
+    group: int = -1
 
 
 @dataclass
@@ -90,6 +100,7 @@ class MemoryIndex:
 
     k1: float
     b: float
+    doc_weight: float = 0.0
     segments: list[Segment] = field(default_factory=list)
     _pending: list[tuple[IntArray, IntArray, TfArray]] = field(default_factory=list)
     slot_of: dict[Key, int] = field(default_factory=dict)
@@ -103,6 +114,15 @@ class MemoryIndex:
     _total_length: int = 0
     _norm: FloatArray | None = None
     _layer_counts: dict[str, int] = field(default_factory=dict)
+    # documents: group code per slot (-1: none), live chunks and summed length per group
+    group_codes: dict[str, int] = field(default_factory=dict)
+    _group: IntArray = field(default_factory=lambda: np.zeros(0, np.int32))
+    _group_chunks: IntArray = field(default_factory=lambda: np.zeros(0, np.int32))
+    _group_length: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    _group_language: npt.NDArray[np.int8] = field(default_factory=lambda: np.zeros(0, np.int8))
+    _documents: int = 0  # live documents: groups with a live chunk + chunks without a group
+    _multi: int = 0  # groups with two or more live chunks
+    _unit: tuple[IntArray, npt.NDArray[np.float64]] | None = None  # see _doc_evidence
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -116,7 +136,9 @@ class MemoryIndex:
         for slot, doc in enumerate(documents, start=first):
             layer = doc.key[0]
             self.slot_of[doc.key] = slot
-            self.entries.append(Entry(doc.key, doc.length, doc.metadata))
+            group = self._join(doc.group, doc.length, doc.language, +1)
+            self.entries.append(Entry(doc.key, doc.length, doc.metadata, group))
+            self._group[slot] = group
             self._length[slot] = doc.length
             self._language[slot] = doc.language
             self._layer[slot] = self.layer_codes.setdefault(layer, len(self.layer_codes))
@@ -130,7 +152,7 @@ class MemoryIndex:
         tfs = np.minimum(tfs, 65535).astype(np.uint16, copy=False)
         self._count_terms(terms, +1)
         self._pending.append((terms, slots, tfs))
-        self._norm = None
+        self._norm = self._unit = None
 
     def remove(self, removed: Mapping[Key, IntArray]) -> int:
         """Drop chunks, given the term ids they were added with (the caller's stored copy)."""
@@ -146,12 +168,13 @@ class MemoryIndex:
             self._alive[slot] = False
             self._total_length -= entry.length
             self._layer_counts[key[0]] -= 1
+            self._join(entry.group, entry.length, 0, -1)
             gone.append(terms)
             count += 1
         if gone:
             self._count_terms(np.concatenate(gone).astype(np.int32, copy=False), -1)
         if count:
-            self._norm = None
+            self._norm = self._unit = None
             if len(self.entries) > 1024 and len(self.entries) > 2 * len(self.slot_of):
                 self._compact()
         return count
@@ -172,7 +195,37 @@ class MemoryIndex:
         self._length = self._length[live].copy()
         self._language = self._language[live].copy()
         self._layer = self._layer[live].copy()
-        self._norm = None
+        self._group = self._group[live].copy()
+        self._norm = self._unit = None
+
+    def _join(self, group: str | int | None, length: int, language: int, sign: int) -> int:
+        """A chunk enters (+1) or leaves (-1) its document; returns the group code (-1: none).
+
+        Group codes are never reused, so a document version that comes back gets a new code;
+        the arrays grow with the number of versions ever seen by this process (a reopen
+        starts afresh)."""
+        if group is None or group == -1:
+            self._documents += sign
+            return -1
+        if isinstance(group, str):
+            code = self.group_codes.get(group)
+            if code is None:
+                code = self.group_codes[group] = len(self.group_codes)
+                if code >= self._group_chunks.size:
+                    size = max(code + 1, 2 * self._group_chunks.size, 256)
+                    self._group_chunks = _grow(self._group_chunks, size)
+                    self._group_length = _grow(self._group_length, size)
+                    self._group_language = _grow(self._group_language, size)
+                self._group_language[code] = language
+        else:
+            code = group
+        before = int(self._group_chunks[code])
+        after = before + sign
+        self._group_chunks[code] = after
+        self._group_length[code] += sign * length
+        self._documents += (after > 0) - (before > 0)
+        self._multi += (after > 1) - (before > 1)
+        return code
 
     def keys(self, layer: str | None = None) -> list[Key]:
         return [k for k in self.slot_of if layer is None or k[0] == layer]
@@ -204,6 +257,7 @@ class MemoryIndex:
         self._length = _grow(self._length, size)
         self._language = _grow(self._language, size)
         self._layer = _grow(self._layer, size)
+        self._group = _grow(self._group, size)
 
     # -- segments -----------------------------------------------------------------------------
 
@@ -253,27 +307,37 @@ class MemoryIndex:
         scores = np.zeros(n, np.float32)
         norm = self._norms(n)
         k1 = self.k1
+        documents = self._doc_evidence()
         query_ids = np.fromiter(weights, np.int32, len(weights))
-        for segment in self.segments:
-            found = np.searchsorted(segment.terms, query_ids)
-            for term_id, at in zip(query_ids.tolist(), found.tolist(), strict=True):
-                if at >= segment.terms.size or segment.terms[at] != term_id:
-                    continue
-                df = int(self._df[term_id])
-                if df <= 0:
-                    continue
-                idf = math.log(1.0 + (alive_count - df + 0.5) / (df + 0.5))
-                lo, hi = segment.starts[at], segment.starts[at + 1]
-                slots = segment.slots[lo:hi]
-                tfs = segment.tfs[lo:hi].astype(np.float32)
-                part = tfs * np.float32(k1 + 1.0) / (tfs + norm[slots])
-                lang_weights = weights[term_id]
-                if len(set(lang_weights)) == 1:
-                    part *= np.float32(idf * lang_weights[0])
-                else:
-                    table = np.asarray(lang_weights, np.float32) * np.float32(idf)
-                    part *= table[self._language[slots]]
-                scores[slots] += part
+        found = [np.searchsorted(segment.terms, query_ids) for segment in self.segments]
+        for i, term_id in enumerate(query_ids.tolist()):
+            df = int(self._df[term_id]) if term_id < self._df.size else 0
+            if df <= 0:
+                continue
+            parts = []
+            for segment, at_all in zip(self.segments, found, strict=True):
+                at = int(at_all[i])
+                if at < segment.terms.size and segment.terms[at] == term_id:
+                    lo, hi = segment.starts[at], segment.starts[at + 1]
+                    parts.append((segment.slots[lo:hi], segment.tfs[lo:hi]))
+            if not parts:
+                continue
+            slots = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
+            tf16 = parts[0][1] if len(parts) == 1 else np.concatenate([p[1] for p in parts])
+            tfs = tf16.astype(np.float32)
+            idf = math.log(1.0 + (alive_count - df + 0.5) / (df + 0.5))
+            lang_weights = weights[term_id]
+            table = np.asarray(lang_weights, np.float32) * np.float32(idf)
+            part = tfs * np.float32(k1 + 1.0) / (tfs + norm[slots])
+            if len(set(lang_weights)) == 1:
+                part *= np.float32(idf * lang_weights[0])
+            else:
+                part *= table[self._language[slots]]
+            scores[slots] += part
+            if documents is not None:
+                documents.add_term(slots, tfs, table)
+        if documents is not None:
+            documents.mix(scores)
         mask = self._alive[:n]
         codes = {self.layer_codes[x] for x in layers or () if x in self.layer_codes}
         if layers is not None and len(codes) < len(self.layer_codes):
@@ -335,6 +399,61 @@ class MemoryIndex:
             lengths = self._length[:n]
             self._norm = (self.k1 * (1.0 - self.b + self.b * lengths / avg)).astype(np.float32)
         return self._norm
+
+    def _doc_evidence(self) -> _DocScores | None:
+        """The query's unit accumulator, or None when no unit has two live chunks (then every
+        score is the chunk's own, exactly as without document evidence).
+
+        Cached until the next write: per slot the unit code when the chunk is live and its
+        unit has two or more live chunks (else -1), and per unit its BM25 length norm."""
+        if self.doc_weight <= 0.0 or self._multi == 0:
+            return None
+        if self._unit is None:
+            n = len(self.entries)
+            groups = len(self.group_codes)
+            multi = self._group_chunks[:groups] > 1
+            slot_unit = self._group[:n].copy()
+            slot_unit[~self._alive[:n]] = -1
+            has = slot_unit >= 0
+            slot_unit[has & ~multi[np.where(has, slot_unit, 0)]] = -1
+            avg = self._total_length / max(self._documents, 1) or 1.0
+            lengths = self._group_length[:groups]
+            self._unit = (slot_unit, self.k1 * (1.0 - self.b + self.b * lengths / avg))
+        slot_unit, norm = self._unit
+        return _DocScores(self, slot_unit, norm, np.zeros(norm.size, np.float64))
+
+
+@dataclass
+class _DocScores:
+    """One query's BM25 over whole units (document sections of two or more live chunks)."""
+
+    index: MemoryIndex
+    slot_unit: IntArray  # per slot: its unit, or -1 (dead, no unit, or a one-chunk unit)
+    norm: npt.NDArray[np.float64]  # per unit: k1 × (1 − b + b × length / average length)
+    scores: npt.NDArray[np.float64]
+
+    def add_term(self, slots: IntArray, tfs: FloatArray, table: FloatArray) -> None:
+        """Sum the term's frequencies per unit and add its BM25 contribution."""
+        units = self.slot_unit[slots]
+        keep = units >= 0
+        if not keep.any():
+            return
+        tf = np.bincount(units[keep], weights=tfs[keep], minlength=self.norm.size)
+        present = np.flatnonzero(tf)
+        tf = tf[present]
+        k1 = self.index.k1
+        weight = table[self.index._group_language[present]]
+        self.scores[present] += weight * tf * (k1 + 1.0) / (tf + self.norm[present])
+
+    def mix(self, scores: FloatArray) -> None:
+        """Chunks that matched and belong to a unit of two or more chunks get the mix."""
+        hit = np.flatnonzero(scores > 0)
+        units = self.slot_unit[hit]
+        keep = units >= 0
+        hit, units = hit[keep], units[keep]
+        w = self.index.doc_weight
+        mixed = (1.0 - w) * scores[hit] + w * self.scores[units]
+        scores[hit] = mixed.astype(np.float32)
 
 
 def _grow(array: npt.NDArray[Any], size: int) -> npt.NDArray[Any]:
