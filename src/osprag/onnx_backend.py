@@ -143,7 +143,7 @@ class OnnxEmbedder:
     def _split_session(self) -> Any:
         with self._lock:
             if self._session is None:
-                self._session = self._new_session(self.threads or os.cpu_count() or 0)
+                self._session = self._new_session(self.threads or os.cpu_count() or 0, spin=True)
             return self._session
 
     def _bulk_session(self) -> tuple[Any, ThreadPoolExecutor] | None:
@@ -163,15 +163,18 @@ class OnnxEmbedder:
                 self._bulk = (self._new_session(1), pool)
             return self._bulk
 
-    def _new_session(self, threads: int) -> Any:
+    def _new_session(self, threads: int, *, spin: bool = False) -> Any:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Spinning threads burn idle CPU between queries, which a server cannot afford.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # The query session's threads spin briefly between the graph's operators: a query's
+        # ~100 small operators otherwise each pay a sleep and a wake-up. Measured on 2 cores,
+        # hybrid query p50 10.1 -> 7.3 ms and CPU time per query 20.7 -> 15.0 ms; idle threads
+        # still block after the spin. The bulk session is single-threaded: nothing to spin for.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         model = str(self.directory / "model.onnx")
         try:
