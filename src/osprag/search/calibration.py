@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -136,6 +136,18 @@ class QueryFeatures:
     leg_ranks: dict[str, dict[Any, int]] = field(default_factory=dict)
 
 
+class _LegRanks(dict[str, dict[Any, int]]):
+    """Each leg's ranks, sorted only when read (``explain``): most queries never ask."""
+
+    def __init__(self, cos: Mapping[Any, float], bm: Mapping[Any, float]) -> None:
+        super().__init__()
+        self._legs = {"dense": cos, "lexical": bm}
+
+    def __missing__(self, leg: str) -> dict[Any, int]:
+        ranks = self[leg] = _ranks(self._legs[leg])
+        return ranks
+
+
 def _ranks(values: Mapping[Any, float]) -> dict[Any, int]:
     order = sorted(values, key=lambda k: (-values[k], str(k)))
     return {k: i for i, k in enumerate(order, 1)}
@@ -159,17 +171,20 @@ def features(mode: str, cands: Mapping[Any, LegScores], query_weight: float) -> 
     cos_floor = min(cos.values(), default=0.0)
     bm_floor = min(bm.values(), default=0.0)
     names = FEATURES[mode]
-    rows = np.zeros((len(keys), len(names)), dtype=np.float64)
-    for i, key in enumerate(keys):
-        values = {
-            "cosine": cos.get(key, cos_floor),
-            "bm25_per_term": bm.get(key, bm_floor),
-            "fused": cands[key].fused,
-            "gap": top - primary.get(key, min(ordered, default=0.0)),
-            "margin": margin,
-        }
-        rows[i] = [values[n] for n in names]
-    return QueryFeatures(keys, rows, names, {"dense": _ranks(cos), "lexical": _ranks(bm)})
+    n = len(keys)
+    low = min(ordered, default=0.0)
+    # one array per feature: a per-candidate dict cost ~0.3 ms per query
+    columns: dict[str, Callable[[], np.ndarray[Any, Any]]] = {
+        "cosine": lambda: np.fromiter((cos.get(k, cos_floor) for k in keys), np.float64, n),
+        "bm25_per_term": lambda: np.fromiter((bm.get(k, bm_floor) for k in keys), np.float64, n),
+        "fused": lambda: np.fromiter((cands[k].fused for k in keys), np.float64, n),
+        "gap": lambda: top - np.fromiter((primary.get(k, low) for k in keys), np.float64, n),
+        "margin": lambda: np.full(n, margin, dtype=np.float64),
+    }
+    rows = np.empty((n, len(names)), dtype=np.float64)
+    for j, name in enumerate(names):
+        rows[:, j] = columns[name]()
+    return QueryFeatures(keys, rows, names, _LegRanks(cos, bm))
 
 
 def calibrate(

@@ -62,6 +62,11 @@ class QueryPlan:
 
 
 def run(kb: KnowledgeBase, plan: QueryPlan) -> list[QueryResult]:
+    with snapshot.query_scope():
+        return _run(kb, plan)
+
+
+def _run(kb: KnowledgeBase, plan: QueryPlan) -> list[QueryResult]:
     depth = plan.n_results + OVERFETCH
     if plan.mode == "hybrid":
         depth = max(3 * plan.n_results, 30) + OVERFETCH

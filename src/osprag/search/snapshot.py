@@ -30,10 +30,11 @@ answers, as fresh as this process can be.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -131,7 +132,34 @@ def layer_fingerprint(kb: KnowledgeBase, layer: str) -> Hashable | None:
     return (local, kb.lexical.generation(layer), generation)
 
 
+_SCOPE = threading.local()
+
+
+@contextlib.contextmanager
+def query_scope() -> Iterator[None]:
+    """Within one query each layer's state is looked up once: its legs and the fetch of the
+    lexical candidates see the same copy, and ~6 fingerprint reads per query (~0.2 ms of
+    SQLite) become one per layer."""
+    outer = getattr(_SCOPE, "seen", None)
+    _SCOPE.seen = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _SCOPE.seen = outer
+
+
 def _layer(kb: KnowledgeBase, name: str, col: Collection) -> _LayerState | None:
+    seen: dict[tuple[int, str, str], _LayerState | None] | None = getattr(_SCOPE, "seen", None)
+    key = (id(kb), name, str(col.id))
+    if seen is not None and key in seen:
+        return seen[key]
+    layer = _current_layer(kb, name, col)
+    if seen is not None:
+        seen[key] = layer
+    return layer
+
+
+def _current_layer(kb: KnowledgeBase, name: str, col: Collection) -> _LayerState | None:
     """The layer's copy, brought up to date by id when possible, else (re)loaded.
 
     Small layers load at once; a layer of ``exact_search_below`` chunks or more loads in a
