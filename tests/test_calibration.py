@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from osprag.search import calibration as cal
-from osprag.search.calibration import LegScores, features, fit_logistic, reliability
+from osprag.search.calibration import (
+    LegScores,
+    features,
+    fit_logistic,
+    leg_ranks,
+    reliability,
+)
 
 
 def test_logistic_fit_recovers_a_known_probability() -> None:
@@ -40,8 +46,15 @@ def test_features_are_comparable_across_queries() -> None:
     assert row["cosine"] == pytest.approx(0.6)  # missing leg: the leg's lowest value
     assert row["bm25_per_term"] == pytest.approx(1.0)  # 4.0 / 4 query terms
     assert row["gap"] == pytest.approx(0.6) and row["margin"] == pytest.approx(0.4)
-    assert feats.leg_ranks["dense"] == {"a": 1, "b": 2}
-    assert feats.leg_ranks["lexical"] == {"a": 1, "c": 2}
+    # explain's per-leg ranks, over the candidates each leg returned
+    assert leg_ranks({k: c.cosine for k, c in cands.items() if c.cosine is not None}) == {
+        "a": 1,
+        "b": 2,
+    }
+    assert leg_ranks({k: c.bm25 for k, c in cands.items() if c.bm25 is not None}) == {
+        "a": 1,
+        "c": 2,
+    }
 
 
 @pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])

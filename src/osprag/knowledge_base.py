@@ -644,7 +644,13 @@ class KnowledgeBase:
         doc_ids = sorted({str(m["osp_doc"]) for m in metas if m and "osp_doc" in m})
         if not doc_ids:
             return lambda meta: False
-        current = self.current_revisions(doc_ids)
+        return self.stale_predicate(self.current_revisions(doc_ids))
+
+    @staticmethod
+    def stale_predicate(
+        current: Mapping[str, str | None],
+    ) -> Callable[[Mapping[str, Any]], bool]:
+        """True for a chunk whose document's current revision (``current``) is another one."""
         return lambda meta: (
             "osp_doc" in meta and current.get(str(meta["osp_doc"])) != str(meta.get("osp_rev"))
         )

@@ -171,9 +171,10 @@ class OnnxEmbedder:
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # The query session's threads spin briefly between the graph's operators: a query's
-        # ~100 small operators otherwise each pay a sleep and a wake-up. Measured on 2 cores,
-        # hybrid query p50 10.1 -> 7.3 ms and CPU time per query 20.7 -> 15.0 ms; idle threads
-        # still block after the spin. The bulk session is single-threaded: nothing to spin for.
+        # ~100 small operators otherwise each pay a sleep and a wake-up (bench/retrieval.py,
+        # sample corpus, the runs before and after this change: query embedding p50 4.2 -> 3.1
+        # ms); idle threads still block after the spin. The bulk session is single-threaded:
+        # nothing to spin for.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         model = str(self.directory / "model.onnx")

@@ -342,21 +342,14 @@ class LayerMirror:
         self, ids: Sequence[str], where: Predicate | None, document: DocPredicate | None
     ) -> dict[str, Any]:
         """Chroma-shaped ``get`` answer for known ids that pass both filters."""
-        out: dict[str, Any] = {"ids": [], "documents": [], "metadatas": []}
         with self.lock:
-            for rid in ids:
-                slot = self.slot_of.get(rid)
-                if slot is None:
-                    continue
-                meta, doc = self.metadatas[slot], self.documents[slot]
-                if where is not None and not where(meta):
-                    continue
-                if document is not None and not document(doc):
-                    continue
-                out["ids"].append(rid)
-                out["documents"].append(doc)
-                out["metadatas"].append(meta)
-        return out
+            slots = [(rid, self.slot_of.get(rid)) for rid in ids]
+            rows = [
+                (rid, self.documents[slot], self.metadatas[slot])
+                for rid, slot in slots
+                if slot is not None
+            ]
+        return select_rows(rows, where, document)
 
     def nbytes(self) -> int:
         """Vector memory (the part that grows with the layer; texts are counted by the caller)."""
@@ -408,3 +401,21 @@ def _walk(
         if len(hits) == k:
             break
     return hits
+
+
+def select_rows(
+    rows: Iterable[tuple[str, str | None, Mapping[str, Any] | None]],
+    where: Callable[[Mapping[str, Any]], bool] | None,
+    document: Callable[[str | None], bool] | None,
+) -> dict[str, Any]:
+    """(id, document, metadata) rows that pass both filters, as a Chroma ``get`` result."""
+    out: dict[str, Any] = {"ids": [], "documents": [], "metadatas": []}
+    for rid, doc, meta in rows:
+        if where is not None and not where(meta or {}):
+            continue
+        if document is not None and not document(doc):
+            continue
+        out["ids"].append(rid)
+        out["documents"].append(doc)
+        out["metadatas"].append(meta)
+    return out

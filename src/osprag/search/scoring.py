@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from osprag.search.calibration import LegScores, calibrate
+from osprag.search.calibration import LegScores, calibrate, leg_ranks
 
 if TYPE_CHECKING:
     from osprag.knowledge_base import KnowledgeBase
@@ -45,16 +45,20 @@ def score_hits(
     relevance, feats, source = calibrate(mode, model, legs, weight)
     if not explain:
         return relevance, {}
+    ranks = {  # sorted only here: most queries never ask for an explanation
+        "dense": leg_ranks({k: c.cosine for k, c in legs.items() if c.cosine is not None}),
+        "lexical": leg_ranks({k: c.bm25 for k, c in legs.items() if c.bm25 is not None}),
+    }
     out: dict[Key, dict[str, Any]] = {}
     for i, key in enumerate(feats.keys):
         leg = legs[key]
         out[key] = {
             "dense": None
             if leg.cosine is None
-            else {"score": leg.cosine, "rank": feats.leg_ranks["dense"].get(key)},
+            else {"score": leg.cosine, "rank": ranks["dense"].get(key)},
             "lexical": None
             if leg.bm25 is None
-            else {"score": leg.bm25, "rank": feats.leg_ranks["lexical"].get(key)},
+            else {"score": leg.bm25, "rank": ranks["lexical"].get(key)},
             "fused": leg.fused,
             "relevance": relevance[key],
             "calibration": source,

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from osprag.errors import StoreError
-from osprag.search.mirror import LayerMirror
+from osprag.search.mirror import LayerMirror, select_rows
 from osprag.search.where_eval import compile_where
 
 if TYPE_CHECKING:
@@ -138,8 +138,8 @@ _SCOPE = threading.local()
 @contextlib.contextmanager
 def query_scope() -> Iterator[None]:
     """Within one query each layer's state is looked up once: its legs and the fetch of the
-    lexical candidates see the same copy, and ~6 fingerprint reads per query (~0.2 ms of
-    SQLite) become one per layer."""
+    lexical candidates see the same copy, and the ~6 fingerprint reads (SQLite) a query made
+    become one per layer."""
     outer = getattr(_SCOPE, "seen", None)
     _SCOPE.seen = {} if outer is None else outer
     try:
@@ -453,16 +453,8 @@ def fetch(
         include=["documents", "metadatas"],
     )
     document = document_predicate(where_document) if in_python else None
-    out: dict[str, Any] = {"ids": [], "documents": [], "metadatas": []}
-    for rid, doc, meta in zip(res["ids"], res["documents"], res["metadatas"], strict=True):
-        if predicate is not None and not predicate(meta or {}):
-            continue
-        if document is not None and not document(doc):
-            continue
-        out["ids"].append(rid)
-        out["documents"].append(doc)
-        out["metadatas"].append(meta)
-    return out
+    rows = zip(res["ids"], res["documents"], res["metadatas"], strict=True)
+    return select_rows(rows, predicate, document)
 
 
 def stale_filter(
@@ -470,10 +462,10 @@ def stale_filter(
 ) -> Callable[[Mapping[str, Any]], bool]:
     """True for chunks of a document version that is not current (atomic replacement).
 
-    Reading the pointers cost a Chroma round trip per query (~3 ms, half a lexical query on
-    the sample corpus). A layer served from memory keeps the pointers it has read with its
-    copy: both belong to the same fingerprint, so the reader sees one consistent state of the
-    layer; layers searched through Chroma read them live, as before.
+    Reading the pointers cost a Chroma round trip per query (in a profile of lexical queries on
+    the sample corpus, half their time). A layer served from memory keeps the pointers it has
+    read with its copy: both belong to the same fingerprint, so the reader sees one consistent
+    state of the layer; layers searched through Chroma read them live, as before.
     """
     current: dict[str, str | None] = {}
     live: set[str] = set()
@@ -496,6 +488,4 @@ def stale_filter(
         current.update(kb.current_revisions(sorted(live)))
     if not current:
         return lambda meta: False
-    return lambda meta: (
-        "osp_doc" in meta and current.get(str(meta["osp_doc"])) != str(meta.get("osp_rev"))
-    )
+    return kb.stale_predicate(current)
