@@ -586,3 +586,39 @@ class Collection:
     def delete(self, ids: Sequence[str]) -> None:
         for part in self._batches(len(ids)):
             self.store._call(functools.partial(self._col.delete, ids=list(ids[part])))
+
+
+def embedded_write_state(data_dir: Path) -> list[Any] | None:
+    """What changes with every write to an embedded store, read from Chroma's SQLite file
+    without importing chromadb (``ingest/noop.py``: an unchanged re-sync must not pay ~0.4 s of
+    imports); ``None`` when there is no such file or it cannot be read.
+
+    Chroma's write log (``embeddings_queue``) gets a row with a rising ``seq_id`` for every
+    record write to any collection, and pruning never drops a collection's newest row; the
+    ``collections`` and ``collection_metadata`` tables cover aliases, the registry's epoch and
+    collections created or dropped (ids are never reused). Opening a client writes elsewhere
+    (``acquire_write``), so reads and opens leave this state alone.
+    """
+    path = data_dir / "chroma.sqlite3"
+    if not path.is_file():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0, isolation_level=None)
+        try:
+            db.execute("BEGIN")  # one read snapshot for all of it
+            state: list[Any] = [
+                db.execute("SELECT MAX(seq_id) FROM embeddings_queue").fetchone(),
+                db.execute("SELECT id, name FROM collections ORDER BY id").fetchall(),
+                db.execute(
+                    "SELECT collection_id, key, str_value, int_value, float_value, bool_value "
+                    "FROM collection_metadata ORDER BY collection_id, key"
+                ).fetchall(),
+                db.execute("SELECT dir, version FROM migrations ORDER BY 1, 2").fetchall(),
+            ]
+            db.execute("COMMIT")
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        log.debug("Chroma's write state is unreadable: %s", exc)
+        return None
+    return state

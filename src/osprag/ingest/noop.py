@@ -73,26 +73,13 @@ def _ro(path: Path) -> sqlite3.Connection:
 
 def store_fingerprint(data_dir: Path) -> str | None:
     """A digest that changes with every write to the embedded store; None if unreadable."""
-    chroma = data_dir / "chroma.sqlite3"
-    if not chroma.is_file():
+    from osprag.store import embedded_write_state  # Chroma's files are store.py's to read
+
+    chroma = embedded_write_state(data_dir)
+    if chroma is None:
         return None
-    parts: list[Any] = []
+    parts: list[Any] = [chroma]
     try:
-        db = _ro(chroma)
-        try:
-            db.execute("BEGIN")  # one read snapshot for all of it
-            parts.append(db.execute("SELECT MAX(seq_id) FROM embeddings_queue").fetchone())
-            parts.append(db.execute("SELECT id, name FROM collections ORDER BY id").fetchall())
-            parts.append(
-                db.execute(
-                    "SELECT collection_id, key, str_value, int_value, float_value, bool_value "
-                    "FROM collection_metadata ORDER BY collection_id, key"
-                ).fetchall()
-            )
-            parts.append(db.execute("SELECT dir, version FROM migrations ORDER BY 1, 2").fetchall())
-            db.execute("COMMIT")
-        finally:
-            db.close()
         gens = data_dir / "lexical.gen.sqlite"
         if gens.is_file():
             db = _ro(gens)
