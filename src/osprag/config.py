@@ -66,6 +66,53 @@ def _default_layers() -> dict[str, LayerConfig]:
     }
 
 
+class ServerSettings(BaseModel):
+    """``osp serve``: env ``OSP_SERVER__<KEY>``, or a ``[server]`` table in osprag.toml."""
+
+    model_config = {"extra": "forbid"}
+
+    host: str = Field("127.0.0.1", description="bind address; non-loopback needs a token")
+    port: int = Field(8765, ge=1, le=65535, description="TCP port")
+    workers: int = Field(1, ge=1, le=64, description="processes; >1 needs server storage")
+    tokens_file: Path | None = Field(
+        None, description="TOML of hashed tokens and users; default <data_dir>/tokens.toml"
+    )
+    token: SecretStr | None = Field(
+        None, description="one admin token (clearance 4) from the environment"
+    )
+    token_file: Path | None = Field(
+        None, description="file holding one admin token (a Docker secret)"
+    )
+    rate_limit: float = Field(50.0, gt=0, description="requests per second per token (burst 2×)")
+    max_upload_mb: float = Field(50.0, gt=0, description="largest accepted upload")
+    audit_log: Path | None = Field(
+        None, description="JSONL of level-3/4 reads; default <data_dir>/audit.jsonl"
+    )
+    user_header: str = Field(
+        "X-OpenWebUI-User-Email", description="end-user header honoured from proxy tokens only"
+    )
+    source_base_url: str | None = Field(
+        None, description="base URL of the original files, for links in results and citations"
+    )
+
+
+class LLMSettings(BaseModel):
+    """The chat model behind answers: any OpenAI-compatible endpoint (Ollama, vLLM, OpenAI)."""
+
+    model_config = {"extra": "forbid"}
+
+    url: str | None = Field(
+        None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1 (Ollama)"
+    )
+    model: str = Field("llama3.1:8b", description="model name at that endpoint")
+    api_key: SecretStr | None = Field(None, description="bearer key for the endpoint")
+    timeout: float = Field(60.0, gt=0, description="seconds per LLM call")
+    retries: int = Field(2, ge=0, le=10, description="retries of failed LLM calls")
+    temperature: float = Field(0.1, ge=0, le=2, description="sampling temperature")
+    max_tokens: int = Field(800, ge=16, le=32000, description="longest answer in tokens")
+    sources: int = Field(6, ge=1, le=50, description="retrieved chunks given to the model")
+
+
 class Settings(BaseSettings):
     """osprag settings. Environment variables use the prefix ``OSP_``."""
 
@@ -225,6 +272,14 @@ class Settings(BaseSettings):
         26, gt=0, description="osp doctor warns when the newest backup is older"
     )
 
+    # serving and answers
+    server: ServerSettings = Field(
+        default_factory=ServerSettings, description="osp serve (nested: OSP_SERVER__<KEY>)"
+    )
+    llm: LLMSettings = Field(
+        default_factory=LLMSettings, description="answers (nested: OSP_LLM__<KEY>)"
+    )
+
     debug: bool = Field(False, description="show tracebacks on errors")
 
     @classmethod
@@ -339,10 +394,20 @@ def load_settings(**overrides: Any) -> Settings:
         ) from None
 
 
+_NESTED: dict[str, type[BaseModel]] = {"server": ServerSettings, "llm": LLMSettings}
+
+
 def settings_markdown() -> str:
     """The README's settings table, generated from the class."""
     rows = ["| variable | default | description |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
+        nested: type[BaseModel] | None = _NESTED.get(name)
+        if nested is not None:
+            for key, sub in nested.model_fields.items():
+                value = "" if sub.default is None else str(sub.default)
+                env = f"OSP_{name.upper()}__{key.upper()}"
+                rows.append(f"| `{env}` | `{value}` | {sub.description or ''} |")
+            continue
         if name == "layers":
             default = "kern, erweitert"
         elif field.default_factory is not None:
