@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	# torch pinned: the CPU build lies on disk here; an unpinned torch pulls a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0 -c constraints.txt
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev,multilingual]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,multilingual,llamaindex,langchain]'
 	$(BIN)/pip check
 	@if $(BIN)/pip show optimum >/dev/null 2>&1; then echo "optimum must not be installed"; exit 1; fi
 	touch $(STAMP)

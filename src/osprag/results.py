@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -36,6 +37,11 @@ class Hit:
             data.pop("explain")
         return data
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Hit:
+        """The inverse of ``to_dict``; keys a newer server adds are ignored, missing ones fail."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
 
 @dataclass
 class QueryResult:
@@ -49,6 +55,14 @@ class QueryResult:
             "hits": [h.to_dict() for h in self.hits],
             "timings_ms": self.timings_ms,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QueryResult:
+        return cls(
+            query=data["query"],
+            hits=[Hit.from_dict(h) for h in data["hits"]],
+            timings_ms=dict(data.get("timings_ms") or {}),
+        )
 
 
 @dataclass
