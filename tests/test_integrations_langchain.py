@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import importlib
 import sys
+from pathlib import Path
 
 import pytest
 from langchain_core.documents import Document
 from langchain_core.runnables import RunnableLambda
 
-from osprag import LOCAL, InvalidInput, KnowledgeBase
+from osprag import LOCAL, InvalidInput, KnowledgeBase, Settings
+from osprag.client import RemoteKnowledgeBase
 from osprag.integrations.langchain import OspragRetriever
 
-from .integration_corpus import CRIMP_TEXT, QUESTION, READER, SECRET_ID, fill
+from .integration_corpus import CRIMP_TEXT, QUESTION, READER, SECRET_ID, fill, serve_in_thread
+from .server_helpers import token_value
 
 
 @pytest.fixture
@@ -68,3 +71,17 @@ def test_missing_extra_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setitem(sys.modules, "langchain_core.retrievers", None)
     with pytest.raises(ImportError, match=r"pip install 'osprag\[langchain\]'"):
         importlib.import_module("osprag.integrations.langchain")
+
+
+def test_remote_retriever_through_a_real_server(
+    filled: KnowledgeBase, settings: Settings, tmp_path: Path
+) -> None:
+    with (
+        serve_in_thread(filled, settings, tmp_path) as url,
+        RemoteKnowledgeBase(url, token=token_value("reader2")) as remote,
+    ):
+        retriever = OspragRetriever(kb=remote, k=4)
+        docs = retriever.invoke(QUESTION)
+        assert docs[0].id == "k-crimp" and SECRET_ID not in [d.id for d in docs]
+        assert docs[0].metadata["source"] == "AA-Crimp.pdf"
+        assert [d.id for d in asyncio.run(retriever.ainvoke(QUESTION))] == [d.id for d in docs]

@@ -6,15 +6,26 @@ from __future__ import annotations
 import asyncio
 import importlib
 import sys
+from pathlib import Path
 
 import pytest
 from llama_index.core.llms import MockLLM
 from llama_index.core.query_engine import RetrieverQueryEngine
 
-from osprag import LOCAL, InvalidInput, KnowledgeBase
+from osprag import LOCAL, InvalidInput, KnowledgeBase, Settings
+from osprag.client import RemoteKnowledgeBase
 from osprag.integrations.llamaindex import OspragRetriever
 
-from .integration_corpus import CRIMP_TEXT, QUESTION, READER, SECRET_ID, SECRET_TEXT, fill
+from .integration_corpus import (
+    CRIMP_TEXT,
+    QUESTION,
+    READER,
+    SECRET_ID,
+    SECRET_TEXT,
+    fill,
+    serve_in_thread,
+)
+from .server_helpers import token_value
 
 
 @pytest.fixture
@@ -78,3 +89,24 @@ def test_missing_extra_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setitem(sys.modules, "llama_index.core.retrievers", None)
     with pytest.raises(ImportError, match=r"pip install 'osprag\[llamaindex\]'"):
         importlib.import_module("osprag.integrations.llamaindex")
+
+
+@pytest.mark.parametrize("storage", ["embedded"])
+def test_remote_retriever_through_a_real_server(
+    filled: KnowledgeBase, settings: Settings, tmp_path: Path
+) -> None:
+    with (
+        serve_in_thread(filled, settings, tmp_path) as url,
+        RemoteKnowledgeBase(url, token=token_value("reader2")) as remote,
+    ):
+        retriever = OspragRetriever(remote, similarity_top_k=4)
+        engine = RetrieverQueryEngine.from_args(retriever, llm=MockLLM())
+        response = engine.query(QUESTION)
+        ids = [n.node.node_id for n in response.source_nodes]
+        assert ids[0] == "k-crimp" and SECRET_ID not in ids
+        assert response.source_nodes[0].node.metadata["page"] == 3
+        assert SECRET_TEXT not in str(response)
+        nodes = asyncio.run(retriever.aretrieve(QUESTION))
+        assert [n.node.node_id for n in nodes] == ids
+        with pytest.raises(InvalidInput, match="no principal"):
+            OspragRetriever(remote, principal=LOCAL)  # the token decides, not the caller

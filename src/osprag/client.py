@@ -27,14 +27,16 @@ DEFAULT_TIMEOUT = 30.0
 QUERY_PATH = "/api/v1/query"
 BATCH_PATH = "/api/v1/query/batch"
 
-# Status → class for error bodies whose code this version does not know (a newer server, or a
-# code the server owns such as "unauthorized" / "rate_limited"), and for non-JSON bodies.
+# Status → class for error bodies whose code this version does not know (a newer server) and
+# for bodies that are not osprag's (a reverse proxy's error page).
 _BY_STATUS: dict[int, type[OspragError]] = {
     400: errors.InvalidInput,
-    401: AccessDenied,
+    401: errors.Unauthorized,
     403: AccessDenied,
     404: errors.NotFound,
+    413: errors.InvalidInput,
     422: errors.InvalidInput,
+    429: errors.RateLimited,
     502: StoreUnavailable,
     503: StoreUnavailable,
     504: StoreUnavailable,
@@ -70,7 +72,12 @@ def error_from_response(response: httpx.Response, *, token_given: bool) -> Ospra
         )
     elif status == 429:
         retry = response.headers.get("Retry-After")
-        hint = f"rate limited; retry after {retry} s" if retry else "rate limited; retry later"
+        hint = f"retry after {retry} s" if retry else "retry later"
+        if issubclass(cls, errors.RateLimited):
+            try:
+                return cls(message, retry_after=float(retry or 1), hint=hint)
+            except ValueError:  # an HTTP-date Retry-After
+                pass
     return cls(message, hint=hint)
 
 
