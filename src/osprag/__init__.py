@@ -30,6 +30,7 @@ from .principal import LOCAL, Principal
 from .results import Hit, LayerStats, QueryResult, Record, ReindexReport, WriteResult
 
 if TYPE_CHECKING:
+    from .client import RemoteKnowledgeBase
     from .embedding import Embedder, ModelIdentity
     from .knowledge_base import KnowledgeBase
 
@@ -39,6 +40,7 @@ _LAZY = {
     "Embedder": "embedding",
     "ModelIdentity": "embedding",
     "KnowledgeBase": "knowledge_base",
+    "RemoteKnowledgeBase": "client",
 }
 
 
@@ -83,6 +85,7 @@ __all__ = [
     "QueryResult",
     "Record",
     "ReindexReport",
+    "RemoteKnowledgeBase",
     "Settings",
     "StoreError",
     "StoreLocked",
