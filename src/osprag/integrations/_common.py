@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -106,11 +107,11 @@ class Search:
         return cast(QueryResult, self.kb.query(text, principal=self.principal, **self.options))
 
     async def arun(self, text: str) -> QueryResult:
-        """Remote: a non-blocking request. Local: the same call as ``run`` (the search is CPU
-        work in this process, so a thread would not make it cheaper)."""
+        """Remote: a non-blocking request. Local: ``run`` in a worker thread, as ``osp serve``
+        runs its queries, so the event loop keeps serving while the model and Chroma work."""
         if isinstance(self.kb, RemoteKnowledgeBase):
             return await self.kb.aquery(text, **self.options)
-        return self.run(text)
+        return await asyncio.to_thread(self.run, text)
 
 
 def hit_metadata(hit: Hit) -> dict[str, Any]:
