@@ -129,6 +129,7 @@ def test_remote_query_matches_local_under_the_tokens_clearance(
     monkeypatch.setenv("OSP_REMOTE_URL", remote_url)
     monkeypatch.setenv("OSP_REMOTE_TOKEN", token_value("reader2"))
     with RemoteKnowledgeBase() as remote:
+        assert remote.whoami()["clearance"] == 2
         got = remote.query(QUESTION, n_results=10, mode="hybrid")
         local = kb.query(QUESTION, n_results=10, mode="hybrid", principal=READER)
         assert [h.id for h in got.hits] == [h.id for h in local.hits]

@@ -26,6 +26,7 @@ from .results import QueryResult
 DEFAULT_TIMEOUT = 30.0
 QUERY_PATH = "/api/v1/query"
 BATCH_PATH = "/api/v1/query/batch"
+WHOAMI_PATH = "/api/v1/whoami"
 
 # Status → class for error bodies whose code this version does not know (a newer server) and
 # for bodies that are not osprag's (a reverse proxy's error page).
@@ -179,6 +180,13 @@ class RemoteKnowledgeBase:
             raise self._unreachable(exc) from None
         return self._decode(response)
 
+    def _get(self, path: str) -> Any:
+        try:
+            response = self._client.get(path)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+        return self._decode(response)
+
     async def _apost(self, path: str, body: Mapping[str, Any]) -> Any:
         async with httpx.AsyncClient(
             base_url=self.url,
@@ -205,6 +213,13 @@ class RemoteKnowledgeBase:
             raise self._unreadable(repr(exc)) from None
 
     # ----------------------------------------------------------------- API
+
+    def whoami(self) -> dict[str, Any]:
+        """The principal the server maps this token to: ``{"name", "role", "clearance", ...}``."""
+        data = self._get(WHOAMI_PATH)
+        if not isinstance(data, dict):
+            raise self._unreadable(f"whoami answered {str(data)[:100]!r}")
+        return data
 
     def query(self, text: str, **options: Any) -> QueryResult:
         """POST /api/v1/query. ``options`` are ``KnowledgeBase.query``'s keyword arguments
