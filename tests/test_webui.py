@@ -113,12 +113,14 @@ def site(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Iterat
 
 
 @pytest.fixture(scope="module")
-def driver() -> Iterator[Any]:
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
+    downloads = tmp_path_factory.mktemp("downloads")
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads)})
     for arg in (
         "--headless=new",
         "--no-sandbox",  # CI runs as root
@@ -225,12 +227,18 @@ def test_search_badges_highlights_and_filter(driver: Any, site: Site) -> None:
     marks = {m.text.lower() for m in _els(driver, "#results mark")}
     assert "crimphöhe" in marks
     first = hits[0].text
-    assert ".md" in first and re.search(r"Relevanz \d\.\d\d", first) and "L" in first
+    assert ".md" in first and re.search(r"Relevanz \d\.\d\d", first)
+    assert re.search(r"\bL[12]\b", first), "access level shown"
     assert _els(driver, "#results .section"), "heading path shown"
     # result text is text, never markup
     vda = next(h for h in hits if "vda-crimpen.md" in h.text)
     assert "<b>bleibt Text</b>" in vda.text and "<img" in vda.text
     assert not _els(driver, "#results img, #results b")
+
+    _el(driver, "#layer-list input[value=erweitert]").click()  # layer choice narrows
+    core_only = _search(driver, "Crimphöhe messen")
+    assert core_only and {h.get_attribute("data-layer") for h in core_only} == {"kern"}
+    _el(driver, "#layer-list input[value=erweitert]").click()
 
     _el(driver, "#f-doc-type").send_keys("Richtlinie")
     narrowed = _search(driver, "Crimphöhe messen")
@@ -254,6 +262,15 @@ def test_open_document_shows_chunks_in_order_and_errors_in_one_line(
     text = _el(driver, "#doc-chunks").text
     assert text.index("EINS-MARKE") < text.index("ZWEI-MARKE") < text.index("DREI-MARKE")
     assert _el(driver, "#doc-file").get_attribute("href").endswith("/file")
+    # the original comes through fetch with the token (a plain link would get a 401)
+    driver.execute_script(
+        "window.__blobs = []; const make = URL.createObjectURL;"
+        "URL.createObjectURL = (b) => { window.__blobs.push(b.size); return make(b); };"
+    )
+    _el(driver, "#doc-file").click()
+    sizes = _wait(driver, lambda d: d.execute_script("return window.__blobs"))
+    assert sizes == [len(HANDBOOK.format(body=FILLER).encode())]
+    assert not _el(driver, "#error").is_displayed()
     _el(driver, "#doc-back").click()
     _wait(driver, lambda d: _el(d, "#results").is_displayed())
 

@@ -111,6 +111,7 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
+    "Cache-Control": "no-cache",  # revalidate (ETag): an upgrade never mixes old and new files
 }
 
 
