@@ -658,7 +658,12 @@ class KnowledgeBase:
 
     @staticmethod
     def public_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in meta.items() if not k.startswith("osp_")}
+        """Internal ``osp_`` keys hidden; an ingested chunk names its document as ``doc_id``
+        (what ``/api/v1/documents/{id}`` opens)."""
+        out = {k: v for k, v in meta.items() if not k.startswith("osp_")}
+        if "osp_doc" in meta:
+            out["doc_id"] = meta["osp_doc"]
+        return out
 
     @staticmethod
     def _allowed(meta: Mapping[str, Any], principal: Principal) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -103,13 +103,33 @@ def app_from_env() -> FastAPI:
     return create_app()
 
 
+# The page runs only its own files: no inline script or style, no third-party origin, no frames.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-cache",  # revalidate (ETag): an upgrade never mixes old and new files
+}
+
+
+class _PageFiles(StaticFiles):
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(PAGE_HEADERS)
+        return response
+
+
 def _install_page(app: FastAPI) -> None:
     static = resources.files("osprag.server") / "static"
-    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    app.mount("/static", _PageFiles(directory=str(static)), name="static")
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
-        return FileResponse(str(static / "index.html"), media_type="text/html")
+        page = str(static / "index.html")
+        return FileResponse(page, media_type="text/html", headers=PAGE_HEADERS)
 
 
 def _error(st: ServerState, exc: OspragError) -> JSONResponse:
