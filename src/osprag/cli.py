@@ -658,6 +658,11 @@ from .cli_eval import eval_cmd  # noqa: E402
 
 cli.add_command(eval_cmd)
 
+from .cli_serve import COMMANDS as _SERVE_COMMANDS  # noqa: E402
+
+for _command in _SERVE_COMMANDS:
+    cli.add_command(_command)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code instead of raising SystemExit (for in-process use)."""

@@ -16,6 +16,9 @@ errors once (one CLI handler, one HTTP handler) instead of catching case by case
     ├── NotFound                                                               exit 5 / 404
     │   └── LayerNotFound
     ├── AccessDenied                principal lacks role or clearance          exit 6 / 403
+    │   └── Unauthorized            no token, or an unknown one (HTTP)         exit 6 / 401
+    ├── RateLimited                 too many requests for one token (HTTP)     exit 10 / 429
+    ├── TooLarge                    upload above the configured limit           exit 4 / 413
     ├── StoreError                                                             exit 7 / 500
     │   ├── StoreUnavailable        chroma server down / data dir unusable     exit 7 / 503
     │   ├── StoreLocked             another process owns the data dir          exit 8 / 409
@@ -108,6 +111,28 @@ class AccessDenied(OspragError):
     exit_code = 6
 
 
+class Unauthorized(AccessDenied):
+    """No credentials or unknown ones: 401, so clients know to (re)authenticate."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class RateLimited(OspragError):
+    code = "rate_limited"
+    http_status = 429
+    exit_code = 10
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, hint: str | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, hint=hint)
+
+
+class TooLarge(InvalidInput):
+    code = "too_large"
+    http_status = 413
+
+
 class StoreError(OspragError):
     code = "store_error"
     http_status = 500
@@ -169,6 +194,9 @@ ALL_ERRORS: tuple[type[OspragError], ...] = (
     NotFound,
     LayerNotFound,
     AccessDenied,
+    Unauthorized,
+    RateLimited,
+    TooLarge,
     StoreError,
     StoreUnavailable,
     NotWritable,
