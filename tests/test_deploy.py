@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,44 @@ def test_other_commands_pass_through_without_the_serve_checks(
     assert proc.stdout.splitlines()[0] == "osp doctor --json"
     failing = run_entry(fake_bin, tmp_path, "sh", "-c", "exit 5")
     assert failing.returncode == 5  # exec'd: its exit code is the container's
+
+
+def test_entrypoint_starts_the_real_server_which_the_probe_sees_ready(tmp_path: Path) -> None:
+    """The whole chain as the container runs it: secret -> entrypoint -> exec osp serve on
+    0.0.0.0 -> /health/ready 200 for the probe, 401 without the token -> SIGTERM ends it."""
+    import httpx
+
+    secret = tmp_path / "osp_token"
+    secret.write_text(TOKEN + "\n", encoding="utf-8")
+    port = str(_closed_port())
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "OSP_DATA_DIR": str(tmp_path / "data"),
+        "OSP_DOCKER_SECRET": str(secret),
+        "OSP_SERVER__PORT": port,
+        "HF_HUB_OFFLINE": "1",
+    }
+    env.pop("OSP_CHROMA_URL", None)
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(["sh", str(ENTRYPOINT)], env=env, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 120
+        while _probe(port).returncode != 0:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text(encoding="utf-8")
+            assert time.monotonic() < deadline, "server never became ready"
+            time.sleep(0.5)
+        url = f"http://127.0.0.1:{port}/api/v1/whoami"
+        assert httpx.get(url, timeout=10).status_code == 401
+        me = httpx.get(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+        assert me.status_code == 200 and me.json()["name"] == "secret-admin"  # from the file
+    finally:
+        proc.terminate()  # the shell exec'd the server: the signal reaches uvicorn itself
+        code = proc.wait(60)
+        log.close()
+    text = (tmp_path / "serve.log").read_text(encoding="utf-8")
+    # uvicorn shuts down cleanly, then re-raises SIGTERM (docker stop reports 143)
+    assert code in (0, -15) and "Application shutdown complete" in text, text
 
 
 def test_entrypoint_is_posix_sh_and_shellcheck_clean() -> None:
