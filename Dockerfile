@@ -21,10 +21,12 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
-# torch first, pinned, from PyTorch's CPU index: PyPI's Linux wheel is the CUDA build and pulls
-# several GB of nvidia-* packages. 2.13.0+cpu satisfies constraints.txt's torch==2.13.0.
+# torch first, pinned, with PyTorch's CPU index beside PyPI: PyPI's Linux wheel is the CUDA
+# build and pulls several GB of nvidia-* packages; 2.13.0+cpu sorts above it and satisfies
+# constraints.txt's torch==2.13.0, while torch's own dependencies come pinned from PyPI.
 COPY constraints.txt ./
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -c constraints.txt torch==2.13.0 \
+    && python -c "import torch; assert torch.version.cuda is None, torch.__version__"
 
 COPY pyproject.toml README.md ./
 COPY src ./src
