@@ -279,8 +279,13 @@ def _label(r: dict[str, Any]) -> str:
 
 
 def per_10k(small: dict[str, Any], big: dict[str, Any]) -> dict[str, float]:
-    """Growth per 10k chunks between two filled stores (an empty store skips costs that any
-    filled one pays once: index and segment loading, caches, the mirror's structures)."""
+    """Growth per 10k chunks from ``small`` to ``big``; ``*_fixed`` = ``small`` minus its share.
+
+    The sizing table takes the empty store as ``small``: everything a filled store costs above
+    an empty one is charged to its chunks. That never underestimates up to the largest size
+    measured, where the step between two filled sizes can: below OSP_EXACT_SEARCH_BELOW (10k
+    per layer) layers are searched exactly from copies in memory whatever the mirror setting,
+    above it Chroma's HNSW index is loaded instead, so the regimes differ."""
     scale = 10_000 / (big["n"] - small["n"])
     disk = {k: (big["disk"][k] - small["disk"][k]) * scale / 1e6 for k in big["disk"]}
     out = {f"disk_{k}_mb": v for k, v in disk.items()}
@@ -321,6 +326,7 @@ def report(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+MIRROR_CAP = 200_000  # OSP_MIRROR_MAX_CHUNKS default
 HOST_GB = 16.0
 OS_GB = 2.0  # kernel, sshd, page cache for the stores' files: an assumption, not measured
 LLM = "Ollama 7B/8B at q4 (e.g. llama3.1:8b q4_K_M)"
@@ -332,20 +338,28 @@ def capacity(results: list[dict[str, Any]]) -> str:
     rows = []
     budget_mb = (HOST_GB - OS_GB - LLM_GB) * 1000
     for mode in dict.fromkeys(_label(r) for r in results):
-        filled = sorted((r for r in results if _label(r) == mode and r["n"]), key=lambda r: r["n"])
-        if len(filled) < 2:
+        rows_of = sorted((r for r in results if _label(r) == mode), key=lambda r: r["n"])
+        if len(rows_of) < 2 or rows_of[0]["n"] != 0:
             continue
-        small, big = filled[-2], filled[-1]
-        g = per_10k(small, big)
+        g = per_10k(rows_of[0], rows_of[-1])
         ram = g["rss_steady_mb"] + g.get("chroma_rss_mb", 0.0)
         fixed = g["rss_steady_mb_fixed"] + g.get("chroma_rss_mb_fixed", 0.0)
         fits = max(0.0, (budget_mb - fixed) / ram) * 10_000 if ram > 0 else float("inf")
+        disk_gb = min(fits, MIRROR_CAP) / 10_000 * g["disk_mb"] / 1000
+        if "mirror off" not in mode and fits > MIRROR_CAP:
+            at_cap = (fixed + ram * MIRROR_CAP / 10_000) / 1000
+            fit = (
+                f"> {MIRROR_CAP // 1000}k (at {MIRROR_CAP // 1000}k: {at_cap:.1f} GB; past "
+                "the mirror's cap the mirror-off row applies)"
+            )
+        else:
+            fit = f"{fits / 1000:,.0f}k"
+            disk_gb = fits / 10_000 * g["disk_mb"] / 1000
         where = "osprag process" if mode.startswith("embedded") else "osprag + chroma server"
         rows.append(
             f"| {mode} ({where}) | {ram:.0f} | {fixed:.0f} | {g['disk_mb']:.0f} "
             f"({g['disk_chroma_mb']:.0f} / {g['disk_lexical_mb']:.0f} / "
-            f"{g['disk_embedding_cache_mb']:.0f}) | {fits / 1000:,.0f}k "
-            f"(disk {fits / 10_000 * g['disk_mb'] / 1000:.0f} GB) |"
+            f"{g['disk_embedding_cache_mb']:.0f}) | {fit}, disk {disk_gb:.0f} GB |"
         )
     sizes = sorted({r["n"] for r in results if r["n"]})
     chars = [r["build"]["mean_chars"] for r in results if r["n"]]
@@ -358,9 +372,12 @@ def capacity(results: list[dict[str, Any]]) -> str:
             "process opens the store, loads the ONNX model and answers 100 unique questions "
             "(hybrid, clearance 2 and 4), with the default settings and again with "
             "`OSP_MIRROR_MAX_CHUNKS=0` (no in-memory copies of big layers: less RAM, slower "
-            "filtered queries). RAM = steady RSS after the queries; per 10k = growth "
-            "between the two sizes; fixed = the rest (Python, chromadb, the model, the index "
-            "structures). Disk = Chroma's files / lexical index / embedding cache.",
+            "filtered queries). RAM = steady RSS after the queries; fixed = an empty store's "
+            "process (Python, chromadb, the model); per 10k = the growth from the empty store "
+            f"to {sizes[-1]:,} chunks, scaled to 10k (it includes one-off costs such as "
+            "loading the index, so it overestimates a little at larger sizes). Disk = Chroma's "
+            "files / lexical index / embedding cache. The query times are indicative only "
+            "(measured while other jobs loaded the machine).",
             "",
             f"A {HOST_GB:.0f} GB host running {LLM} beside osprag: {LLM_GB} GB for the LLM (its "
             "published size, not measured here; add its KV cache for long contexts), "
@@ -374,9 +391,7 @@ def capacity(results: list[dict[str, Any]]) -> str:
             "",
             "Each extra `osp serve` worker holds its own model and in-memory copies: add its "
             "fixed cost and the osprag share of the per-10k figure per worker. Figures beyond "
-            f"the measured {sizes[-1]:,} chunks are linear extrapolations; past "
-            "`OSP_MIRROR_MAX_CHUNKS` (200k) a process stops holding copies of big layers, so "
-            "RAM grows more slowly there.",
+            f"the measured {sizes[-1]:,} chunks are linear extrapolations.",
         ]
     )
 
