@@ -658,6 +658,10 @@ from .cli_eval import eval_cmd  # noqa: E402
 
 cli.add_command(eval_cmd)
 
+from .cli_ask import ask_cmd  # noqa: E402
+
+cli.add_command(ask_cmd)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code instead of raising SystemExit (for in-process use)."""

@@ -23,7 +23,9 @@ errors once (one CLI handler, one HTTP handler) instead of catching case by case
     ├── EmbeddingError                                                         exit 9 / 500
     │   ├── ModelNotFound           model name/path cannot be loaded offline   exit 9 / 500
     │   └── EmbeddingMismatch       layer was built with another model         exit 9 / 409
-    └── IngestError                 one file could not be read (others go on)  exit 1 / 422
+    ├── IngestError                 one file could not be read (others go on)  exit 1 / 422
+    └── LLMError                    the answer LLM refused the request         exit 10 / 502
+        └── LLMUnavailable          LLM down, timed out or failing (5xx)       exit 10 / 503
 
 Exit 1 is reserved for partial failure (some items failed, the rest done) and 2 for usage
 errors reported by the CLI parser.
@@ -156,6 +158,21 @@ class IngestError(OspragError):
         super().__init__(f"{path}: {message}" if path else message, hint=hint)
 
 
+class LLMError(OspragError):
+    """The chat model answered, but not usably (4xx, malformed body); retrying will not help."""
+
+    code = "llm_error"
+    http_status = 502
+    exit_code = 10
+
+
+class LLMUnavailable(LLMError):
+    """The chat model could not be reached in time (connect error, timeout, 5xx) after retries."""
+
+    code = "llm_unavailable"
+    http_status = 503
+
+
 ALL_ERRORS: tuple[type[OspragError], ...] = (
     OspragError,
     ConfigError,
@@ -177,4 +194,6 @@ ALL_ERRORS: tuple[type[OspragError], ...] = (
     ModelNotFound,
     EmbeddingMismatch,
     IngestError,
+    LLMError,
+    LLMUnavailable,
 )
