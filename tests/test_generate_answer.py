@@ -18,7 +18,7 @@ from osprag import KnowledgeBase, Principal, Settings
 from osprag.cli import main
 from osprag.config import LLMSettings
 from osprag.embedding import Embedder
-from osprag.generate import Answer, LLMClient, condense
+from osprag.generate import Answer, LLMClient, condense, sources_markdown
 from osprag.generate.answerer import LLM_BROKE_OFF, LLM_DOWN
 from osprag.generate.citations import FLAG
 from tests.conftest import base_settings
@@ -167,6 +167,12 @@ def test_good_answer_cites_file_page_and_link(
     assert result.warnings == [] and result.removed_citations == []
     data = json.loads(json.dumps(result.to_dict()))
     assert data["citations"][0]["n"] == 1 and data["sources"][0]["n"] == 1
+    md = sources_markdown(result).splitlines()
+    assert md[0] == "**Quellen**" and len(md) == 4
+    assert md[2] == (
+        "- \\[1\\] AA-12 Crimpen — AA/AA-12 Crimpen.pdf, S. 3, § Crimpen > Crimphöhe, Rev. 2.1, "
+        "layer kern ([Öffnen](<" + first.url + ">))"
+    )
 
 
 def test_stream_events_match_the_plain_answer(corpus: KnowledgeBase) -> None:
@@ -297,6 +303,7 @@ def osp(
     monkeypatch.setenv("OSP_LLM__URL", llm_url)
     monkeypatch.setenv("OSP_LLM__TIMEOUT", "1")
     monkeypatch.setenv("OSP_LLM__RETRIES", "0")
+    monkeypatch.setenv("OSP_SERVER__SOURCE_BASE_URL", BASE_URL)
 
     def run(*args: str, model: str = "good") -> tuple[int, str, str]:
         monkeypatch.setenv("OSP_LLM__MODEL", model)
@@ -311,9 +318,9 @@ def test_osp_ask(osp) -> None:  # type: ignore[no-untyped-def]
     code, out, _ = osp("ask", QUESTION)
     assert code == 0
     assert out.startswith("Laut Arbeitsanweisung gilt: „")
-    assert (
-        "*[1] AA-12 Crimpen — AA/AA-12 Crimpen.pdf, S. 3, § Crimpen > Crimphöhe, layer kern" in out
-    )
+    line = "*[1] AA-12 Crimpen — AA/AA-12 Crimpen.pdf, S. 3, § Crimpen > Crimphöhe, Rev. 2.1, "
+    assert line + "layer kern  (relevance 0." in out
+    assert "\n     https://dms.example.com/qm docs/AA/AA-12%20Crimpen.pdf#page=3\n" in out
     code, out, err = osp("ask", QUESTION, model="adversarial")
     assert code == 0 and "[9]" not in out and FLAG["de"] in out and "warning" in err
     code, out, _ = osp("ask", "--json", "--no-llm", QUESTION)

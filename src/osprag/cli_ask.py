@@ -23,21 +23,12 @@ if TYPE_CHECKING:
 
 
 def _source_line(n: int, answer: Answer, cited: set[int]) -> str:
-    from .generate.prompt import location
+    from .generate.render import source_line
 
     hit = answer.sources[n - 1]
-    meta = hit.metadata
-    where = location(meta, answer.language)
-    bits = [str(meta.get("source") or hit.id)]
-    if where:
-        bits.append(where)
-    if meta.get("section"):
-        bits.append(f"§ {meta['section']}")
-    bits.append(f"layer {hit.layer}")
     relevance = f"{hit.relevance:.2f}" if hit.relevance is not None else "–"
     mark = "*" if n in cited else " "
-    title = meta.get("title") or ""
-    return f"{mark}[{n}] {title} — {', '.join(bits)}  (relevance {relevance})"
+    return f"{mark}{source_line(n, hit, answer.language)}  (relevance {relevance})"
 
 
 def _render_sources(console: Console, answer: Answer, quiet: bool) -> None:

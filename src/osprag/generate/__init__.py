@@ -7,5 +7,16 @@ conversation into a standalone question; ``LLMClient`` talks to the chat endpoin
 from osprag.generate.answerer import Answer, AnswerEvent, Citation, answer, answer_stream
 from osprag.generate.condense import condense
 from osprag.generate.llm import LLMClient
+from osprag.generate.render import source_line, sources_markdown
 
-__all__ = ["Answer", "AnswerEvent", "Citation", "LLMClient", "answer", "answer_stream", "condense"]
+__all__ = [
+    "Answer",
+    "AnswerEvent",
+    "Citation",
+    "LLMClient",
+    "answer",
+    "answer_stream",
+    "condense",
+    "source_line",
+    "sources_markdown",
+]
