@@ -11,6 +11,7 @@ Behaviour is chosen per request by the model name, so one process serves every t
 * ``keyed``       401 unless ``Authorization: Bearer sk-test``; then ``good``
 * ``condense``    replies with a fixed standalone question
 * ``empty``       an empty reply
+* ``garbage``     HTTP 200 that is not a chat completion (HTML; a stream line that is not JSON)
 
 Streams are split into 5-character deltas so that ``[9]`` and quotes arrive in pieces.
 ``GET /stats`` returns the request count per model (the tests check the retries).
@@ -109,6 +110,9 @@ class Handler(BaseHTTPRequestHandler):
         if model == "keyed" and self.headers.get("Authorization") != "Bearer sk-test":
             self._json(401, {"error": {"message": "invalid api key"}})
             return
+        if model == "garbage":
+            self._garbage(bool(body.get("stream")))
+            return
         text = reply_for(model, body.get("messages", []))
         if body.get("stream"):
             self._stream(model, text)
@@ -128,6 +132,14 @@ class Handler(BaseHTTPRequestHandler):
                     ],
                 },
             )
+
+    def _garbage(self, stream: bool) -> None:
+        data = b"data: <html>oops</html>\n\n" if stream else b"<html>oops</html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream" if stream else "text/html")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _stream(self, model: str, text: str) -> None:
         self.send_response(200)

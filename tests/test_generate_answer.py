@@ -248,6 +248,23 @@ def test_api_key_is_sent_and_a_4xx_is_not_retried(corpus: KnowledgeBase, llm_url
 
 
 @pytest.mark.parametrize(
+    ("model", "stream"), [("garbage", False), ("garbage", True), ("empty", True)]
+)
+def test_unusable_replies_fall_back(
+    corpus: KnowledgeBase, llm_url: str, model: str, stream: bool
+) -> None:
+    client = _client(llm_url, model, retries=2)
+    before = _requests(llm_url, model)
+    if stream:
+        result = list(corpus.answer_stream(QUESTION, llm=client))[-1].answer
+    else:
+        result = corpus.answer(QUESTION, llm=client)
+    assert result is not None and result.mode == "extractive" and result.citations
+    assert result.llm is not None and result.llm["error"]["code"] == "llm_error"
+    assert _requests(llm_url, model) - before == 1  # not retried: it would answer the same
+
+
+@pytest.mark.parametrize(
     ("question", "phrase"),
     [
         ("Wie backe ich einen Apfelkuchen?", "keine Stelle"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from osprag.errors import InvalidInput
 from osprag.generate.condense import condense, heuristic_condense, is_follow_up
 from osprag.generate.extractive import extractive_answer
 from osprag.generate.prompt import SYSTEM, build_messages, question_language, source_header
@@ -111,6 +112,11 @@ def test_extractive_answer_is_verbatim_and_cited() -> None:
 )
 def test_heuristic_condense(previous: str, last: str, expected: str) -> None:
     assert heuristic_condense(previous, last) == expected
+
+
+def test_condense_needs_a_user_turn() -> None:
+    with pytest.raises(InvalidInput, match="no user message"):
+        condense([{"role": "system", "content": "Du bist ein Assistent."}])
 
 
 def test_condense_keeps_standalone_questions() -> None:

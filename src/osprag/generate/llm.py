@@ -69,8 +69,8 @@ class LLMClient:
         return self.settings.model
 
     def info(self) -> dict[str, Any]:
-        """What an answer reports about its model (never the key)."""
-        return {"model": self.model, "url": self.url}
+        """What an answer reports about its model: the name only (not the key, not the host)."""
+        return {"model": self.model}
 
     def close(self) -> None:
         self._client.close()
