@@ -344,6 +344,6 @@ def test_osp_ask(osp) -> None:  # type: ignore[no-untyped-def]
     data = json.loads(out)
     assert code == 0 and data["mode"] == "extractive" and data["citations"][0]["page"] == 3
     code, out, _ = osp("ask", QUESTION, model="error500")
-    assert code == 10 and "nicht verfügbar" in out and "[1] AA-12 Crimpen" in out
+    assert code == 11 and "nicht verfügbar" in out and "[1] AA-12 Crimpen" in out
     code, out, err = osp("ask", "   ")
     assert code == 4 and "non-empty" in err

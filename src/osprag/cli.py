@@ -658,6 +658,11 @@ from .cli_eval import eval_cmd  # noqa: E402
 
 cli.add_command(eval_cmd)
 
+from .cli_serve import COMMANDS as _SERVE_COMMANDS  # noqa: E402
+
+for _command in _SERVE_COMMANDS:
+    cli.add_command(_command)
+
 from .cli_ask import ask_cmd  # noqa: E402
 
 cli.add_command(ask_cmd)

@@ -1,7 +1,7 @@
 """``osp ask``: an answer with checked citations, streamed to the terminal (see docs/answers.md).
 
 Exit codes: 0 answered (or refused because no source was relevant enough — that is an
-answer), 10 when the LLM failed (the sources and the extractive answer are still printed),
+answer), 11 when the LLM failed (the sources and the extractive answer are still printed),
 other codes from the README table for store and input errors.
 """
 

@@ -16,6 +16,9 @@ errors once (one CLI handler, one HTTP handler) instead of catching case by case
     ├── NotFound                                                               exit 5 / 404
     │   └── LayerNotFound
     ├── AccessDenied                principal lacks role or clearance          exit 6 / 403
+    │   └── Unauthorized            no token, or an unknown one (HTTP)         exit 6 / 401
+    ├── RateLimited                 too many requests for one token (HTTP)     exit 10 / 429
+    ├── TooLarge                    upload above the configured limit           exit 4 / 413
     ├── StoreError                                                             exit 7 / 500
     │   ├── StoreUnavailable        chroma server down / data dir unusable     exit 7 / 503
     │   ├── StoreLocked             another process owns the data dir          exit 8 / 409
@@ -24,8 +27,8 @@ errors once (one CLI handler, one HTTP handler) instead of catching case by case
     │   ├── ModelNotFound           model name/path cannot be loaded offline   exit 9 / 500
     │   └── EmbeddingMismatch       layer was built with another model         exit 9 / 409
     ├── IngestError                 one file could not be read (others go on)  exit 1 / 422
-    └── LLMError                    the answer LLM refused the request         exit 10 / 502
-        └── LLMUnavailable          LLM down, timed out or failing (5xx)       exit 10 / 503
+    └── LLMError                    the answer LLM refused the request         exit 11 / 502
+        └── LLMUnavailable          LLM down, timed out or failing (5xx)       exit 11 / 503
 
 Exit 1 is reserved for partial failure (some items failed, the rest done) and 2 for usage
 errors reported by the CLI parser.
@@ -110,6 +113,28 @@ class AccessDenied(OspragError):
     exit_code = 6
 
 
+class Unauthorized(AccessDenied):
+    """No credentials or unknown ones: 401, so clients know to (re)authenticate."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class RateLimited(OspragError):
+    code = "rate_limited"
+    http_status = 429
+    exit_code = 10
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, hint: str | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, hint=hint)
+
+
+class TooLarge(InvalidInput):
+    code = "too_large"
+    http_status = 413
+
+
 class StoreError(OspragError):
     code = "store_error"
     http_status = 500
@@ -163,7 +188,7 @@ class LLMError(OspragError):
 
     code = "llm_error"
     http_status = 502
-    exit_code = 10
+    exit_code = 11
 
 
 class LLMUnavailable(LLMError):
@@ -186,6 +211,9 @@ ALL_ERRORS: tuple[type[OspragError], ...] = (
     NotFound,
     LayerNotFound,
     AccessDenied,
+    Unauthorized,
+    RateLimited,
+    TooLarge,
     StoreError,
     StoreUnavailable,
     NotWritable,

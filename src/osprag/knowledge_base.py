@@ -39,6 +39,7 @@ from .results import LayerStats, QueryResult, Record, WriteResult
 from .store import SCHEMA_VERSION, Collection, IndexConfig, Store
 
 if TYPE_CHECKING:
+    from .documents import DocumentInfo
     from .freshness import Freshness
     from .generate.answerer import Answer, AnswerEvent
     from .generations import Generation
@@ -958,6 +959,36 @@ class KnowledgeBase:
         col.delete(list(ids))
         self.lexical.delete(layer, list(ids))
         self.record_write(layer, "delete", list(ids))
+
+    # ----------------------------------------------------------------- documents
+
+    def documents(
+        self,
+        *,
+        layer: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        principal: Principal = LOCAL,
+    ) -> tuple[list[DocumentInfo], int]:
+        """Ingested documents the principal may see (one page) and their total."""
+        from .documents import list_documents
+
+        return list_documents(self, layer=layer, limit=limit, offset=offset, principal=principal)
+
+    def document(
+        self, doc_id: str, *, principal: Principal = LOCAL
+    ) -> tuple[DocumentInfo, list[Record]]:
+        """One document and its current chunks in reading order (NotFound above clearance)."""
+        from .documents import get_document
+
+        return get_document(self, doc_id, principal=principal)
+
+    def delete_document(self, doc_id: str, *, principal: Principal = LOCAL) -> DocumentInfo:
+        """Remove one ingested document and all its chunks (NotFound above clearance)."""
+        from .documents import delete_document
+
+        self._require_writable()
+        return delete_document(self, doc_id, principal=principal)
 
     # ----------------------------------------------------------------- introspection
 

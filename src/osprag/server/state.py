@@ -1,0 +1,73 @@
+"""What one app holds (on ``app.state.osp``), and the request dependencies that read it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from osprag.config import Settings
+from osprag.knowledge_base import KnowledgeBase
+from osprag.principal import Role
+
+from .audit import AuditLog
+from .auth import Authenticator, Caller, RateLimiter, require
+from .metrics import Metrics
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    kb: KnowledgeBase
+    auth: Authenticator
+    limiter: RateLimiter
+    metrics: Metrics
+    audit: AuditLog
+    owns_kb: bool
+    # One writer at a time inside this process; readers never wait for it.
+    write_lock: threading.Lock = field(default_factory=threading.Lock)
+    model_ready: bool = False
+
+
+def state(request: Request) -> ServerState:
+    value: ServerState = request.app.state.osp
+    return value
+
+
+def caller(request: Request) -> Caller:
+    """Authenticate once per request; the rate limit applies to tokens, not the local admin."""
+    cached: Caller | None = getattr(request.state, "caller", None)
+    if cached is not None:
+        return cached
+    st = state(request)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    who = st.auth.resolve(headers.get("authorization"), headers)
+    if who.token is not None:
+        st.limiter.check(who.token, who.rate)
+    request.state.caller = who
+    return who
+
+
+def role(needed: Role) -> Callable[[Request], Caller]:
+    def dependency(request: Request) -> Caller:
+        who = caller(request)
+        require(who, needed)
+        return who
+
+    dependency.__name__ = f"require_{needed}"
+    return dependency
+
+
+reader = role("reader")
+editor = role("editor")
+admin = role("admin")
+
+# Annotated dependencies, so route signatures stay short and ruff's B008 holds.
+State = Annotated[ServerState, Depends(state)]
+AnyCaller = Annotated[Caller, Depends(caller)]
+Reader = Annotated[Caller, Depends(reader)]
+Editor = Annotated[Caller, Depends(editor)]
+Admin = Annotated[Caller, Depends(admin)]
