@@ -19,6 +19,7 @@ SOURCES = [
         ("A [1, 3] und [2;4].", [(1, 3), (2, 4)]),
         ("A [1][2].", [(1,), (2,)]),
         ("A [2-4] B [1 und 2]", [(2, 3, 4), (1, 2)]),
+        ("A [Quelle 2] B [Sources 1, 3] C [Quellen 1 und 4]", [(2,), (1, 3), (1, 4)]),
         ("Toleranz [0,35] und [0]", []),
         ("ein Link [1](http://example.com) und [x]", []),
     ],
@@ -28,7 +29,7 @@ def test_parse_groups(text: str, groups: list[tuple[int, ...]]) -> None:
 
 
 def test_unknown_numbers_are_removed_with_their_space() -> None:
-    checked = check_citations("Messen [1]. Prüfen [9]. Beides [1, 7][2].", SOURCES)
+    checked = check_citations("Messen [1]. Prüfen [Quelle 9]. Beides [1, 7][2].", SOURCES)
     assert checked.text == "Messen [1]. Prüfen. Beides [1][2]."
     assert checked.cited == [1, 2]
     assert checked.invalid == [9, 7]

@@ -3,7 +3,8 @@
 A model cites numbers it was never given and puts words in a document's mouth. Both are
 caught here, deterministically and without a second model call:
 
-* A citation group is ``[1]``, ``[1, 3]``, ``[1;3]``, ``[1-3]``; ``[1][2]`` is two groups.
+* A citation group is ``[1]``, ``[1, 3]``, ``[1;3]``, ``[1-3]``, ``[Quelle 2]``; ``[1][2]`` is
+  two groups.
   A number outside ``1..len(sources)`` is removed from its group; an empty group is removed
   with the space before it. ``[0,35]`` (a leading zero) is a decimal, not a citation.
 * A quote is text in „…“, “…”, "…", »…« or «…». It is attributed to the citation group that
@@ -24,7 +25,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-_GROUP = re.compile(r"\[\s*(\d{1,3}(?:\s*(?:[,;]|–|-|\band\b|\bund\b)\s*\d{1,3})*)\s*\](?!\()")
+_LABEL = r"(?:(?:quellen?|sources?|ref\.?)\s*)?"  # [Quelle 2], [Sources 1, 3]: small models
+_GROUP = re.compile(
+    rf"\[\s*({_LABEL}\d{{1,3}}(?:\s*(?:[,;]|–|-|\band\b|\bund\b)\s*{_LABEL}\d{{1,3}})*)\s*\](?!\()",
+    re.IGNORECASE,
+)
+_LABEL_WORD = re.compile(_LABEL, re.IGNORECASE)
 _NUMBER_SPLIT = re.compile(r"\s*(?:[,;]|\band\b|\bund\b)\s*")
 _RANGE = re.compile(r"^(\d+)\s*[-–]\s*(\d+)$")
 _QUOTE = re.compile(
@@ -114,7 +120,7 @@ def parse_groups(text: str) -> list[CitationGroup]:
 
 def _numbers(inner: str) -> tuple[int, ...] | None:
     out: list[int] = []
-    for part in _NUMBER_SPLIT.split(inner.strip()):
+    for part in _NUMBER_SPLIT.split(_LABEL_WORD.sub("", inner).strip()):
         if not part:
             continue
         span = _RANGE.match(part)
