@@ -343,6 +343,9 @@ def test_osp_ask(osp) -> None:  # type: ignore[no-untyped-def]
     code, out, _ = osp("ask", "--json", "--no-llm", QUESTION)
     data = json.loads(out)
     assert code == 0 and data["mode"] == "extractive" and data["citations"][0]["page"] == 3
+    x9 = "Wo wird die Abzugskraft des Prototyps X9 geprüft?"
+    assert "X9" in osp("ask", "--no-llm", "--min-score", "0", x9)[1]
+    assert "X9" not in osp("ask", "--no-llm", "--min-score", "0", "--clearance", "1", x9)[1]
     code, out, _ = osp("ask", QUESTION, model="error500")
     assert code == 11 and "nicht verfügbar" in out and "[1] AA-12 Crimpen" in out
     code, out, err = osp("ask", "   ")

@@ -53,6 +53,13 @@ def _render_sources(console: Console, answer: Answer, quiet: bool) -> None:
 @click.option("--where", help="metadata filter JSON")
 @click.option("--sources", "-n", "n_sources", type=int, help="chunks given to the model")
 @click.option("--min-score", type=float, help="refuse below this relevance (OSP_ANSWER_MIN_SCORE)")
+@click.option(
+    "--clearance",
+    type=click.IntRange(1, 4),
+    default=4,
+    show_default=True,
+    help="answer as a principal with this clearance",
+)
 @click.option("--no-llm", is_flag=True, help="extractive answer: the sources' best sentences")
 @click.option("--json", "json_mode", is_flag=True, help="the answer as JSON (not streamed)")
 def ask_cmd(
@@ -61,11 +68,13 @@ def ask_cmd(
     where: str | None,
     n_sources: int | None,
     min_score: float | None,
+    clearance: int,
     no_llm: bool,
     json_mode: bool,
 ) -> None:
     """Answer QUESTION from the sources, citing [n] file, page and layer."""
     from .cli import _emit, _kb, _parse_json, _state
+    from .principal import Principal
 
     state = _state(json_mode)
     options = dict(
@@ -74,6 +83,7 @@ def ask_cmd(
         n_sources=n_sources,
         min_score=min_score,
         use_llm=not no_llm,
+        principal=Principal("cli", clearance, "reader"),
     )
     with _kb(read_only=True) as kb:
         if json_mode:
