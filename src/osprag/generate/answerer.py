@@ -130,6 +130,7 @@ class Answer:
         return bool(self.llm and self.llm.get("error"))
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; names no host or key (LLM errors carry their message without the hint)."""
         return {
             "question": self.question,
             "answer": self.text,
@@ -311,8 +312,8 @@ def _extractive(prep: _Prepared, lead: str = "", error: LLMError | None = None) 
     info = _llm_info(prep)
     warnings = []
     if error is not None and info is not None:
-        info["error"] = {"code": error.code, "message": str(error)}
-        warnings.append(f"LLM failed, extractive answer given: {error}")
+        info["error"] = {"code": error.code, "message": error.message}
+        warnings.append(f"LLM failed, extractive answer given: {error.message}")
     return prep.answer(
         body,
         "extractive",
@@ -507,8 +508,8 @@ def _generate_stream(prep: _Prepared, client: LLMClient) -> Iterator[AnswerEvent
         if error is not None:
             result.text += "\n\n" + LLM_BROKE_OFF[prep.language].format(error=error.message)
             assert result.llm is not None
-            result.llm["error"] = {"code": error.code, "message": str(error)}
-            result.warnings.append(f"LLM stream broke off: {error}")
+            result.llm["error"] = {"code": error.code, "message": error.message}
+            result.warnings.append(f"LLM stream broke off: {error.message}")
     if result.text.startswith(emitted):
         rest = result.text[len(emitted) :]
         if rest:

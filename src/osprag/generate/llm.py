@@ -117,7 +117,11 @@ class LLMClient:
                 attempt.failed(self._status_message(response.status_code, response.text))
                 continue
             if response.status_code >= 400:
-                raise LLMError(self._status_message(response.status_code, response.text))
+                raise LLMError(
+                    "LLM refused the request: "
+                    + self._status_message(response.status_code, response.text),
+                    hint=f"check OSP_LLM__MODEL and OSP_LLM__API_KEY for {self.url}",
+                )
             return _content(response)
         raise AssertionError("unreachable")  # pragma: no cover - _attempts raises when done
 
@@ -140,7 +144,11 @@ class LLMClient:
                         attempt.failed(self._status_message(response.status_code, _read(response)))
                         continue
                     if response.status_code >= 400:
-                        raise LLMError(self._status_message(response.status_code, _read(response)))
+                        raise LLMError(
+                            "LLM refused the request: "
+                            + self._status_message(response.status_code, _read(response)),
+                            hint=f"check OSP_LLM__MODEL and OSP_LLM__API_KEY for {self.url}",
+                        )
                     for delta in _sse_deltas(response):
                         started = True
                         yield delta
@@ -166,8 +174,9 @@ class LLMClient:
                 time.sleep(delay)
             yield attempt
         raise LLMUnavailable(
-            f"LLM at {self.url} unavailable after {retries + 1} attempt(s): {attempt.last}",
-            hint="check that the server runs (OSP_LLM__URL) or raise OSP_LLM__TIMEOUT",
+            f"LLM unavailable after {retries + 1} attempt(s): {attempt.last}",
+            hint=f"check that the server at {self.url} runs (OSP_LLM__URL) or raise "
+            "OSP_LLM__TIMEOUT",
         )
 
     def _transport_message(self, exc: httpx.TransportError) -> str:
@@ -176,7 +185,7 @@ class LLMClient:
         return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
     def _status_message(self, status: int, text: str) -> str:
-        return f"LLM at {self.url} answered HTTP {status}: {_excerpt(text)}"
+        return f"HTTP {status}: {_excerpt(text)}"
 
 
 class _Attempt:
