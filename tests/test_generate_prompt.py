@@ -105,6 +105,16 @@ def test_extractive_answer_is_verbatim_and_cited() -> None:
         ),
         (
             "Wie oft wird die Abzugskraft geprüft?",
+            "und die Crimphöhe?",
+            "Wie oft wird die Crimphöhe geprüft?",
+        ),
+        (
+            "Wie oft wird die Abzugskraft beim Crimpen geprüft?",
+            "Und die Crimphöhe?",
+            "oft Abzugskraft Crimpen geprüft die Crimphöhe?",
+        ),
+        (
+            "Wie oft wird die Abzugskraft geprüft?",
             "und beim Spritzguss?",
             "oft Abzugskraft geprüft beim Spritzguss?",
         ),
@@ -132,3 +142,8 @@ def test_condense_keeps_standalone_questions() -> None:
     assert condense(convo) == standalone
     convo[-1] = {"role": "user", "content": "und für 0,5 mm²?"}
     assert condense(convo) == "Welche Crimphöhe gilt für 0,5 mm²?"
+    convo += [
+        {"role": "assistant", "content": "0,85 mm [1]"},
+        {"role": "user", "content": "und die Abzugskraft?"},
+    ]
+    assert condense(convo) == "Welche Abzugskraft gilt für 0,5 mm²?"  # builds on the last one

@@ -3,8 +3,9 @@
 "und für 0,5 mm²?" retrieves nothing on its own; with the earlier "Welche Crimphöhe gilt für
 0,35 mm²?" it means "Welche Crimphöhe gilt für 0,5 mm²?". With an LLM the model rewrites the
 question; without one (or when it fails) a heuristic does: a short or elliptic last turn is
-merged with the previous user question — a value with the same unit replaces the old value,
-otherwise the previous question's content words are put in front of the new turn.
+merged with the previous user question — a value with the same unit replaces the old value, a
+bare noun ("und die Crimphöhe?") replaces the previous question's only noun, otherwise the
+previous question's content words are put in front of the new turn.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ _VALUE = re.compile(
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[\w²%.,±-]+", re.UNICODE)
+_CAPITALISED = re.compile(r"(?<![\w-])[A-ZÄÖÜ][a-zäöüß]+(?:-[A-ZÄÖÜa-zäöüß]+)*\b")
+_BARE_NOUN = re.compile(
+    r"^(?:(?:der|die|das|den|dem|des|the)\s+)?([A-ZÄÖÜ][\wäöüß-]+)\s*\??$", re.IGNORECASE
+)
 _STOP = frozenset(w.lower() for w in GERMAN | ENGLISH)
 
 PROMPT: dict[str, str] = {
@@ -105,6 +110,9 @@ def heuristic_condense(previous: str, last: str) -> str:
             replacement = new.group(0).strip()
             return (previous[: old.start()] + replacement + previous[old.end() :]).strip()
     rest = _strip_continuation(last)
+    swapped = _swap_noun(previous, rest)
+    if swapped is not None:
+        return swapped
     drop = {m.group(0).strip().lower() for m in old_values} if new_values else set()
     seen = {w.lower() for w in _WORD.findall(rest)}
     context = []
@@ -117,6 +125,35 @@ def heuristic_condense(previous: str, last: str) -> str:
         seen.add(low)
         context.append(word.strip(".,"))
     return " ".join([*context, rest]).strip()
+
+
+def _nouns(text: str) -> list[re.Match[str]]:
+    """Capitalised words after the first word: German nouns (and names), no tagger needed."""
+    return [m for m in _CAPITALISED.finditer(text) if m.start() > 0]
+
+
+def _swap_noun(previous: str, rest: str) -> str | None:
+    """ "und die Crimphöhe?" after "Wie oft wird die Abzugskraft geprüft?" swaps the one noun.
+
+    Only for a bare (article +) noun turn and a previous question with exactly one noun;
+    "beim Spritzguss" adds context instead, and two nouns leave the swap ambiguous.
+    """
+    match = _BARE_NOUN.match(rest)
+    if match is None:
+        return None
+    old = _nouns(previous)
+    if len(old) != 1:
+        return None
+    noun = old[0]
+    return previous[: noun.start()] + match.group(1) + previous[noun.end() :]
+
+
+def _resolve(turns: Sequence[str]) -> str:
+    """Each follow-up builds on the question it follows, itself resolved the same way."""
+    standalone = turns[0]
+    for turn in turns[1:]:
+        standalone = heuristic_condense(standalone, turn) if is_follow_up(turn) else turn
+    return standalone
 
 
 def condense(messages: Sequence[Mapping[str, Any]], llm: LLMClient | None = None) -> str:
@@ -135,7 +172,7 @@ def condense(messages: Sequence[Mapping[str, Any]], llm: LLMClient | None = None
         rewritten = _ask(messages, last, llm)
         if rewritten:
             return rewritten
-    return heuristic_condense(turns[-2], last)
+    return _resolve(turns[-6:])
 
 
 def _ask(messages: Sequence[Mapping[str, Any]], last: str, llm: LLMClient) -> str | None:
