@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from osprag.errors import InvalidInput
-from osprag.generate.condense import condense, heuristic_condense, is_follow_up
+from osprag.generate.condense import condense, heuristic_condense, is_follow_up, is_task_request
 from osprag.generate.extractive import extractive_answer
 from osprag.generate.prompt import SYSTEM, build_messages, question_language, source_header
 from osprag.results import Hit
@@ -122,6 +122,12 @@ def test_extractive_answer_is_verbatim_and_cited() -> None:
 )
 def test_heuristic_condense(previous: str, last: str, expected: str) -> None:
     assert heuristic_condense(previous, last) == expected
+
+
+def test_open_webui_task_requests_are_recognised() -> None:
+    task = "### Task:\nGenerate a concise, 3-5 word title with an emoji summarizing the chat."
+    assert is_task_request([{"role": "user", "content": task}])
+    assert not is_task_request([{"role": "user", "content": "Welche Crimphöhe gilt?"}])
 
 
 def test_condense_needs_a_user_turn() -> None:

@@ -5,7 +5,7 @@ conversation into a standalone question; ``LLMClient`` talks to the chat endpoin
 """
 
 from osprag.generate.answerer import Answer, AnswerEvent, Citation, answer, answer_stream
-from osprag.generate.condense import condense
+from osprag.generate.condense import condense, is_task_request
 from osprag.generate.llm import LLMClient
 from osprag.generate.render import source_line, sources_markdown
 
@@ -17,6 +17,7 @@ __all__ = [
     "answer",
     "answer_stream",
     "condense",
+    "is_task_request",
     "source_line",
     "sources_markdown",
 ]

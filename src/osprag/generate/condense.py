@@ -79,6 +79,17 @@ def _user_turns(messages: Sequence[Mapping[str, Any]]) -> list[str]:
     return [t for m in messages if m.get("role") == "user" and (t := message_text(m).strip())]
 
 
+def is_task_request(messages: Sequence[Mapping[str, Any]]) -> bool:
+    """True for Open WebUI's background tasks (title, tags, follow-ups, query generation).
+
+    They arrive at the chat endpoint as a user message starting with ``### Task:``; searching
+    the documents for them is wasted work, so a chat route should hand them to the LLM as
+    they are (or answer briefly without one).
+    """
+    turns = _user_turns(messages)
+    return bool(turns) and turns[-1].lstrip().startswith("### Task:")
+
+
 def is_follow_up(text: str) -> bool:
     """Short, starting like a continuation, or leaning on a pronoun: needs the earlier turn."""
     words = _WORD.findall(text)
