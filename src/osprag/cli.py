@@ -663,6 +663,10 @@ from .cli_serve import COMMANDS as _SERVE_COMMANDS  # noqa: E402
 for _command in _SERVE_COMMANDS:
     cli.add_command(_command)
 
+from .cli_ask import ask_cmd  # noqa: E402
+
+cli.add_command(ask_cmd)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code instead of raising SystemExit (for in-process use)."""

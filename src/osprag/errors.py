@@ -26,7 +26,9 @@ errors once (one CLI handler, one HTTP handler) instead of catching case by case
     ├── EmbeddingError                                                         exit 9 / 500
     │   ├── ModelNotFound           model name/path cannot be loaded offline   exit 9 / 500
     │   └── EmbeddingMismatch       layer was built with another model         exit 9 / 409
-    └── IngestError                 one file could not be read (others go on)  exit 1 / 422
+    ├── IngestError                 one file could not be read (others go on)  exit 1 / 422
+    └── LLMError                    the answer LLM refused the request         exit 11 / 502
+        └── LLMUnavailable          LLM down, timed out or failing (5xx)       exit 11 / 503
 
 Exit 1 is reserved for partial failure (some items failed, the rest done) and 2 for usage
 errors reported by the CLI parser.
@@ -181,6 +183,21 @@ class IngestError(OspragError):
         super().__init__(f"{path}: {message}" if path else message, hint=hint)
 
 
+class LLMError(OspragError):
+    """The chat model answered, but not usably (4xx, malformed body); retrying will not help."""
+
+    code = "llm_error"
+    http_status = 502
+    exit_code = 11
+
+
+class LLMUnavailable(LLMError):
+    """The chat model could not be reached in time (connect error, timeout, 5xx) after retries."""
+
+    code = "llm_unavailable"
+    http_status = 503
+
+
 ALL_ERRORS: tuple[type[OspragError], ...] = (
     OspragError,
     ConfigError,
@@ -205,4 +222,6 @@ ALL_ERRORS: tuple[type[OspragError], ...] = (
     ModelNotFound,
     EmbeddingMismatch,
     IngestError,
+    LLMError,
+    LLMUnavailable,
 )

@@ -43,6 +43,7 @@ def open_shared_sqlite(path: Path | None) -> sqlite3.Connection:
         db.execute("PRAGMA synchronous=NORMAL")
     return db
 
+
 class Generation(NamedTuple):
     """(epoch, seq): compare for equality only; seq is local to this machine's derived data."""
 

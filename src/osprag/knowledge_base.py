@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
@@ -41,6 +41,7 @@ from .store import SCHEMA_VERSION, Collection, IndexConfig, Store
 if TYPE_CHECKING:
     from .documents import DocumentInfo
     from .freshness import Freshness
+    from .generate.answerer import Answer, AnswerEvent
     from .generations import Generation
     from .ingest.csv_import import CsvImportReport
     from .ingest.sync import IngestReport
@@ -804,6 +805,19 @@ class KnowledgeBase:
         ]
         results = answer(self, plan, options)
         return results[0] if isinstance(texts, str) else results
+
+    def answer(self, question: str, **options: Any) -> Answer:
+        """An answer with checked ``[n]`` citations; options as ``osprag.generate.answer``."""
+        from .generate.answerer import answer
+
+        result: Answer = answer(self, question, **{**options, "stream": False})
+        return result
+
+    def answer_stream(self, question: str, **options: Any) -> Iterator[AnswerEvent]:
+        """The answer as events (sources, checked text deltas, done); see ``answer``."""
+        from .generate.answerer import answer_stream
+
+        return answer_stream(self, question, **options)
 
     # ----------------------------------------------------------------- freshness and cache
 

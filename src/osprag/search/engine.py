@@ -175,9 +175,7 @@ def _lexical_leg(
                 cand.bm25 = hit.score
     fetched: dict[tuple[str, str], tuple[str | None, dict[str, Any]]] = {}
     for layer, ids in missing.items():
-        res = snapshot.fetch(
-            kb, layer, cols[layer], sorted(ids), plan.where, plan.where_document
-        )
+        res = snapshot.fetch(kb, layer, cols[layer], sorted(ids), plan.where, plan.where_document)
         for rid, doc, meta in zip(res["ids"], res["documents"], res["metadatas"], strict=True):
             fetched[(layer, rid)] = (doc, dict(meta or {}))
     for cands in per_query:

@@ -10,9 +10,7 @@ def explain_line(explain: Mapping[str, Any]) -> str:
     parts = []
     for leg, label in (("dense", "dense cosine"), ("lexical", "BM25")):
         value = explain.get(leg)
-        parts.append(
-            f"{label} {value['score']:.3f} (#{value['rank']})" if value else f"{label} —"
-        )
+        parts.append(f"{label} {value['score']:.3f} (#{value['rank']})" if value else f"{label} —")
     parts.append(f"fused {explain.get('fused', 0.0):.3f}")
     parts.append(f"calibrated {explain.get('relevance', 0.0):.2f} [{explain.get('calibration')}]")
     if "rerank" in explain:

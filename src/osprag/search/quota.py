@@ -21,9 +21,7 @@ def _order(t: Ranked) -> tuple[float, int, str]:
     return (t[0], t[1], t[2])
 
 
-def apply_minimums(
-    ranked: Sequence[Ranked], n: int, minimums: Mapping[str, int]
-) -> list[Ranked]:
+def apply_minimums(ranked: Sequence[Ranked], n: int, minimums: Mapping[str, int]) -> list[Ranked]:
     """The top ``n`` of ``ranked`` (best first), adjusted so each layer in ``minimums`` has at
     least its minimum when enough of its hits qualify."""
     chosen = list(ranked[:n])
