@@ -122,3 +122,19 @@ def kb(settings: Settings, embedder: Embedder) -> Iterator[KnowledgeBase]:
         yield base
     finally:
         base.close()
+
+
+@pytest.fixture(scope="session")
+def llm_url() -> Iterator[str]:
+    """The fake OpenAI-compatible server, as its own process (one for the session)."""
+    script = Path(__file__).with_name("fake_llm_server.py")
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -5,11 +5,8 @@ hangs, fails with 500 — osprag must catch each and still hand back the sources
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -79,22 +76,6 @@ DOCS = [
 ]
 MIN_SCORE = 0.5  # the tiny corpus' on-topic hits score 0.8-0.95, off-topic ones below 0.05
 QUESTION = "Wie oft muss die Crimphöhe gemessen werden?"
-
-
-@pytest.fixture(scope="session")
-def llm_url() -> Iterator[str]:
-    """The fake OpenAI-compatible server, as its own process (one for the session)."""
-    script = Path(__file__).with_name("fake_llm_server.py")
-    proc = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    assert proc.stdout is not None
-    port = int(proc.stdout.readline())
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def _requests(llm_url: str, model: str) -> int:

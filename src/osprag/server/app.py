@@ -22,9 +22,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from osprag import __version__
 from osprag.config import Settings, load_settings
 from osprag.errors import ConfigError, OspragError, RateLimited, Unauthorized
+from osprag.generate.llm import LLMClient
 from osprag.knowledge_base import KnowledgeBase
 
-from . import routes_admin, routes_documents, routes_query
+from . import routes_admin, routes_answer, routes_documents, routes_query
 from .audit import AuditLog
 from .auth import Authenticator, RateLimiter, is_loopback
 from .metrics import Metrics
@@ -72,11 +73,14 @@ def create_app(
         metrics=Metrics(kb.cache_stats),
         audit=AuditLog(settings.server.audit_log or settings.data_dir / "audit.jsonl"),
         owns_kb=owns,
+        llm=LLMClient.from_settings(settings.llm),
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        if st.llm is not None:
+            st.llm.close()
         if st.owns_kb:
             st.kb.close()
 
@@ -91,6 +95,7 @@ def create_app(
     app.include_router(routes_query.router)
     app.include_router(routes_documents.router)
     app.include_router(routes_admin.router)
+    app.include_router(routes_answer.router)
     _install_page(app)
     # The model loads before the first request is accepted, so /health/ready means ready.
     kb.embedder.embed_queries(["warm up"])

@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from osprag.config import Settings
+from osprag.generate.llm import LLMClient
 from osprag.knowledge_base import KnowledgeBase
 from osprag.principal import Role
 
@@ -30,6 +31,7 @@ class ServerState:
     # One writer at a time inside this process; readers never wait for it.
     write_lock: threading.Lock = field(default_factory=threading.Lock)
     model_ready: bool = False
+    llm: LLMClient | None = None  # shared by answers and chat; None = extractive answers
 
 
 def state(request: Request) -> ServerState:
