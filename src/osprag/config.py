@@ -208,7 +208,7 @@ class Settings(BaseSettings):
     mirror_max_chunks: int = Field(
         200000,
         ge=0,
-        description="chunks of big layers held in memory per process (~5 kB each); 0 = none",
+        description="chunks of big layers held in memory per process (5-15 kB each); 0 = none",
     )
     filter_overfetch: int = Field(
         4, ge=0, le=64, description="filtered HNSW: fetch this × depth unfiltered first; 0 = off"
