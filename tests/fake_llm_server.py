@@ -9,6 +9,7 @@ Behaviour is chosen per request by the model name, so one process serves every t
 * ``error500``    HTTP 500 every time
 * ``flaky``       HTTP 503 on the first request, then behaves like ``good``
 * ``keyed``       401 unless ``Authorization: Bearer sk-test``; then ``good``
+* ``title``       quotes source 1's title (from its header line) and cites [1]
 * ``condense``    replies with a fixed standalone question
 * ``empty``       an empty reply
 * ``garbage``     HTTP 200 that is not a chat completion (HTML; a stream line that is not JSON)
@@ -56,6 +57,10 @@ def reply_for(model: str, messages: list[dict[str, Any]]) -> str:
     sources = _sources(prompt)
     if model == "condense":
         return CONDENSED
+    if model == "title":
+        title = _HEADER.search(prompt)
+        name = title.group(0).split("] ", 1)[1].split(" — ")[0] if title else "?"
+        return f"Die Arbeitsanweisung „{name}“ [1] regelt das Messen [1]."
     if model == "empty":
         return ""
     if model == "adversarial":

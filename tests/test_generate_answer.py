@@ -187,6 +187,13 @@ def test_adversarial_llm_is_caught(corpus: KnowledgeBase, llm_url: str, stream: 
     _check_citations(result)
 
 
+def test_a_quoted_title_is_no_invention(corpus: KnowledgeBase, llm_url: str) -> None:
+    result = corpus.answer(QUESTION, llm=_client(llm_url, "title"))
+    assert result.text == "Die Arbeitsanweisung „AA-12 Crimpen“ [1] regelt das Messen [1]."
+    assert result.warnings == [] and result.quotes[0]["verified"]
+    assert [(c.n, c.quote) for c in result.citations] == [(1, None)]  # not the chunk's text
+
+
 def test_llm_that_hangs_times_out_and_sources_remain(corpus: KnowledgeBase, llm_url: str) -> None:
     started = time.monotonic()
     result = corpus.answer(QUESTION, llm=_client(llm_url, "hang", timeout=1.0))

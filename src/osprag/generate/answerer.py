@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import quote
 
 from osprag.errors import InvalidInput, LLMError
-from osprag.generate.citations import CheckedText, check_citations, stable_end
+from osprag.generate.citations import CheckedText, check_citations, quote_in, stable_end
 from osprag.generate.extractive import extractive_answer
 from osprag.generate.llm import LLMClient
-from osprag.generate.prompt import Language, build_messages, question_language
+from osprag.generate.prompt import Language, build_messages, question_language, source_header
 from osprag.principal import LOCAL, Principal
 from osprag.results import Hit
 
@@ -207,7 +207,18 @@ def make_citation(n: int, hit: Hit, base_url: str | None, quote_text: str | None
 
 
 def _citations(checked: CheckedText, hits: Sequence[Hit], base_url: str | None) -> list[Citation]:
-    return [make_citation(n, hits[n - 1], base_url, checked.quote_for(n)) for n in checked.cited]
+    out = []
+    for n in checked.cited:
+        quote_text = checked.quote_for(n)
+        if quote_text is not None and not quote_in(quote_text, hits[n - 1].text or ""):
+            quote_text = None  # a quoted title or file name: true, but not the chunk's text
+        out.append(make_citation(n, hits[n - 1], base_url, quote_text))
+    return out
+
+
+def _seen(hits: Sequence[Hit], language: Language) -> list[str]:
+    """Each source as the model saw it (header and text): a quoted title is no invention."""
+    return [f"{source_header(n, h, language)}\n{h.text or ''}" for n, h in enumerate(hits, 1)]
 
 
 # ----------------------------------------------------------------- the pipeline
@@ -328,7 +339,7 @@ def _llm_info(prep: _Prepared) -> dict[str, Any] | None:
 
 
 def _finish(prep: _Prepared, raw: str, generate_ms: float) -> Answer:
-    checked = check_citations(raw, [h.text or "" for h in prep.hits], prep.language)
+    checked = check_citations(raw, _seen(prep.hits, prep.language), prep.language)
     warnings = list(checked.warnings)
     if not checked.cited:
         warnings.append("the answer cites no source")
@@ -484,7 +495,7 @@ def answer_stream(
 
 
 def _generate_stream(prep: _Prepared, client: LLMClient) -> Iterator[AnswerEvent]:
-    texts = [h.text or "" for h in prep.hits]
+    texts = _seen(prep.hits, prep.language)
     messages = build_messages(prep.question, prep.hits, prep.language)
     started = time.perf_counter()
     raw = ""
