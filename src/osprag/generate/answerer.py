@@ -209,9 +209,11 @@ def make_citation(n: int, hit: Hit, base_url: str | None, quote_text: str | None
 def _citations(checked: CheckedText, hits: Sequence[Hit], base_url: str | None) -> list[Citation]:
     out = []
     for n in checked.cited:
-        quote_text = checked.quote_for(n)
-        if quote_text is not None and not quote_in(quote_text, hits[n - 1].text or ""):
-            quote_text = None  # a quoted title or file name: true, but not the chunk's text
+        text = hits[n - 1].text or ""
+        # the first verified quote that is in the chunk's text (a quoted title is true, too)
+        quote_text = next(
+            (q.text for q in checked.quotes if n in q.found_in and quote_in(q.text, text)), None
+        )
         out.append(make_citation(n, hits[n - 1], base_url, quote_text))
     return out
 
