@@ -194,8 +194,11 @@ class Settings(BaseSettings):
         None, description="cross-encoder (local path or cached name) reranking the top hits"
     )
     rerank_depth: int = Field(20, ge=2, le=1000, description="hits the cross-encoder reorders")
+    # 0.6: the highest threshold that still answers >= 90 % of the answerable questions on
+    # both evaluation sources (dev-set pairs 99 %, sample-corpus QM questions 27/30); the dev
+    # sets alone would pick 0.9, which answers 8/30 real QM questions (docs/answers.md).
     answer_min_score: float = Field(
-        0.9, ge=0, le=1, description="calibrated score below which a question counts unanswered"
+        0.6, ge=0, le=1, description="calibrated score below which a question counts unanswered"
     )
     exact_search_below: int = Field(
         10000, ge=0, description="layers with fewer chunks are searched exactly in memory"
