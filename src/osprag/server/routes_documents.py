@@ -118,7 +118,9 @@ async def upload(
             }.items()
             if v not in (None, "")
         }
-        report = await run_in_threadpool(_ingest, st, tmp, folder / name, layer, overrides)
+        report = await run_in_threadpool(
+            _ingest, st, tmp, folder / name, layer, overrides, who.principal.clearance
+        )
     finally:
         tmp.unlink(missing_ok=True)
     counts = report["counts"]
@@ -133,7 +135,12 @@ async def upload(
 
 
 def _ingest(
-    st: ServerState, tmp: Path, target: Path, layer: str, overrides: dict[str, Any]
+    st: ServerState,
+    tmp: Path,
+    target: Path,
+    layer: str,
+    overrides: dict[str, Any],
+    clearance: int,
 ) -> dict[str, Any]:
     """Swap the upload in and ingest it; on failure the previous file comes back."""
     with st.write_lock:
@@ -144,7 +151,9 @@ def _ingest(
         os.replace(tmp, target)
         ok = False
         try:
-            report = st.kb.ingest([target], layer, overrides=overrides)
+            report = st.kb.ingest(
+                [target], layer, overrides=overrides, max_access_level=clearance
+            )
             ok = report.counts()["failed"] == 0
             return report.to_dict()
         finally:
