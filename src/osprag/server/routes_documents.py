@@ -123,6 +123,7 @@ async def upload(
         )
     finally:
         tmp.unlink(missing_ok=True)
+    report = _without_server_paths(report, folder, name)
     counts = report["counts"]
     for status_name, n in counts.items():
         if n:
@@ -132,6 +133,17 @@ async def upload(
         reason = report["files"][0].get("reason") or "could not be ingested"
         raise IngestError(str(reason), path=name)
     return JSONResponse({"report": report})
+
+
+def _without_server_paths(report: dict[str, Any], folder: Path, name: str) -> dict[str, Any]:
+    """The caller named a file, not a place on the server: the report and its failure reasons
+    speak of the upload's name only (no data directory layout in answers)."""
+    prefix = str(folder / name)
+    report["roots"] = [name]
+    for f in report.get("files", []):
+        if f.get("reason"):
+            f["reason"] = str(f["reason"]).replace(prefix + ": ", "").replace(prefix, name)
+    return report
 
 
 def _ingest(
