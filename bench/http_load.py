@@ -10,9 +10,9 @@ Corpora: (a) the sample corpus as ``make run`` loads it (``osp ingest examples/o
 vectors from ``scale_corpus.py`` (L1 35 / L2 35 / L3 20 / L4 10 %), written once into a store
 kept under ``~/.cache/osprag-bench/http-100k-v1`` so reruns only read it.
 
-Per corpus: the same queries through ``KnowledgeBase.query`` in this process (the baseline,
-server stopped), then over HTTP one at a time: client wall time, the server's own time (the
-``Server-Timing`` header: request in to response start) and the ratio to the baseline.
+Per corpus: each query over HTTP (one client at a time: client wall time, the server's own
+time from the ``Server-Timing`` header) and through ``KnowledgeBase.query`` in this process on
+the same data dir (the baseline), alternating which goes first; the ratio is the HTTP cost.
 Load (sample corpus): N client threads (keep-alive ``httpx`` clients) for S seconds while one
 more thread uploads the sample corpus files through the API back to back (new names each
 round, i.e. a running ingest); errors of either count. RSS: the server process after warm-up
@@ -199,30 +199,26 @@ def _server_ms(resp: httpx.Response) -> float:
     return float("nan")
 
 
-def time_inprocess(data_dir: Path, queries: list[str], warm: list[str]) -> list[float]:
-    """The baseline: the same queries through the Python API, same principal, caches off;
-    opened as the server opens it (the data dir's owner, while the server is stopped)."""
-    settings = Settings(data_dir=data_dir, embedding_cache=False, query_cache=False)
+def time_pair(
+    url: str, data_dir: Path, queries: list[str], warm: list[str]
+) -> dict[str, list[float]]:
+    """Each query once over HTTP (one client, keep-alive) and once through the Python API in
+    this process (a read-only knowledge base on the same data dir, same principal, caches off,
+    no per-query catch-up, like the server that owns the dir), alternating which goes first,
+    so host load hits both alike. Returns per query: client wall time, the server's own time
+    (``Server-Timing``), the engine's ``timings_ms.total`` and the in-process wall time."""
+    out: dict[str, list[float]] = {"client": [], "server": [], "engine": [], "inproc": []}
+    settings = Settings(
+        data_dir=data_dir, embedding_cache=False, query_cache=False, freshness_interval=1e9
+    )
     who = Principal("reader2", clearance=CLEARANCE)
-    out = []
-    with KnowledgeBase.open(settings) as kb:
-        for q in warm:
-            kb.query(q, principal=who, use_cache=False)
-        for q in queries:
-            t0 = time.perf_counter()
-            kb.query(q, principal=who, use_cache=False)
-            out.append((time.perf_counter() - t0) * 1000)
-    return out
-
-
-def time_http(url: str, queries: list[str], warm: list[str]) -> dict[str, list[float]]:
-    """One client, one query at a time: client wall time and the server's own time."""
-    out: dict[str, list[float]] = {"client": [], "server": [], "engine": []}
     headers = {"Authorization": f"Bearer {READER}"}
-    with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
-        for q in warm:
-            client.post("/api/v1/query", json={"query": q}).raise_for_status()
-        for q in queries:
+    with (
+        KnowledgeBase.open(settings, read_only=True) as kb,
+        httpx.Client(base_url=url, headers=headers, timeout=60) as client,
+    ):
+
+        def http(q: str) -> None:
             t0 = time.perf_counter()
             resp = client.post("/api/v1/query", json={"query": q})
             took = (time.perf_counter() - t0) * 1000
@@ -230,6 +226,19 @@ def time_http(url: str, queries: list[str], warm: list[str]) -> dict[str, list[f
             out["client"].append(took)
             out["server"].append(_server_ms(resp))
             out["engine"].append(float(resp.json()["timings_ms"]["total"]))
+
+        def local(q: str) -> None:
+            t0 = time.perf_counter()
+            kb.query(q, principal=who, use_cache=False)
+            out["inproc"].append((time.perf_counter() - t0) * 1000)
+
+        for q in warm:
+            kb.query(q, principal=who, use_cache=False)
+            client.post("/api/v1/query", json={"query": q}).raise_for_status()
+        for i, q in enumerate(queries):
+            first, second = (http, local) if i % 2 == 0 else (local, http)
+            first(q)
+            second(q)
     return out
 
 
@@ -369,22 +378,19 @@ def _uploader(url: str) -> Callable[[threading.Event, LoadResult], None]:
 def measure_corpus(
     label: str, data_dir: Path, tmp: Path, queries: list[str], warm: list[str]
 ) -> tuple[dict[str, Any], Server]:
-    """Baseline in-process, then the server over HTTP; returns the figures and the running
-    server (the caller runs the load phase on it or stops it)."""
+    """The server over HTTP and the Python API, interleaved; returns the figures and the
+    running server (the caller runs the load phase on it or stops it)."""
     load_before = load1()
-    base = time_inprocess(data_dir, queries, warm)
     tokens = write_tokens(tmp / f"{label}-tokens.toml")
     server = start_server(data_dir, tokens, tmp / f"{label}-serve.log")
-    http = time_http(server.url, queries, warm)
-    rss = server.rss_mb()
-    chunks = _count(server.url)
+    timed = time_pair(server.url, data_dir, queries, warm)
     row = {
         "label": label,
-        "chunks": chunks,
+        "chunks": _count(server.url),
         "queries": len(queries),
-        "inproc": base,
-        "http": http,
-        "rss_warm": rss,
+        "inproc": timed.pop("inproc"),
+        "http": timed,
+        "rss_warm": server.rss_mb(),
         "load1": (load_before, load1()),
     }
     return row, server
@@ -439,8 +445,9 @@ def report(out: dict[str, Any]) -> str:
         out["machine"],
         "",
         "Query latency, one client, clearance-2 token (filtered), caches off, unique queries; "
-        "in-process = `KnowledgeBase.query` in the bench process (same principal, server "
-        "stopped); HTTP client = wall time of the request over a keep-alive connection; server "
+        "in-process = `KnowledgeBase.query` in the bench process on the same data dir (same "
+        "principal), each query alternately first over HTTP or in-process; HTTP client = "
+        "wall time of the request over a keep-alive connection; server "
         "= the app's own time (`Server-Timing`: request in to response start); engine = the "
         "query's `timings_ms.total`. 1-min load average before / after each corpus.",
         "",

@@ -200,7 +200,15 @@ class OnnxEmbedder:
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
         batches = _token_batches([len(encodings[i].ids) for i in order], self.batch_size)
         out = np.empty((len(encodings), dim), dtype=np.float32)
-        parallel = self._bulk_session() if bulk and (len(batches) > 1 or self._bulk) else None
+        # A process that already answers queries (osp serve) embeds its uploads on the query
+        # session too: a second session is a second copy of the model (~150 MB RSS measured,
+        # bench/http_load.py) for documents that come one at a time.
+        serving = self._session is not None and self._bulk is None
+        parallel = (
+            self._bulk_session()
+            if bulk and not serving and (len(batches) > 1 or self._bulk)
+            else None
+        )
         session = parallel[0] if parallel is not None else self._split_session()
 
         def run(span: tuple[int, int]) -> None:
