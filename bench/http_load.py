@@ -47,6 +47,7 @@ import scale_corpus  # noqa: E402
 from common import ROOT, machine_line, write_section  # noqa: E402
 
 from osprag import KnowledgeBase, Principal, Settings  # noqa: E402
+from osprag.ingest.sync import SUPPORTED  # noqa: E402
 from osprag.server.auth import TokenEntry, TokenFile, hash_token  # noqa: E402
 
 READER = "osp_bench_reader2_" + "r" * 26
@@ -341,7 +342,7 @@ def _http_sender(url: str) -> Callable[[str], tuple[bool, str]]:
 def _corpus_files() -> Iterator[tuple[str, Path]]:
     for layer in ("kern", "erweitert"):
         for path in sorted((CORPUS / layer).rglob("*")):
-            if path.is_file() and not path.name.startswith("."):
+            if path.is_file() and not path.name.startswith(".") and path.suffix in SUPPORTED:
                 yield layer, path
 
 

@@ -281,4 +281,7 @@ def test_a_serving_process_embeds_documents_on_its_query_session(
     texts = [f"{t} ({i})" for i in range(12) for t in NEW_TEXTS]
     vectors = serving.embed_documents(texts)
     assert serving._bulk is None
+    # and in batches of at most SERVING_BATCH_TOKENS padded tokens
+    spans = onnx_backend._token_batches([100] * 12, 32, onnx_backend.SERVING_BATCH_TOKENS)
+    assert spans == [(0, 5), (5, 10), (10, 12)]
     np.testing.assert_allclose(vectors, onnx.embed_documents(texts), atol=1e-5)
