@@ -493,6 +493,13 @@ def report(out: dict[str, Any]) -> str:
             f"{rss['VmRSS']:.0f} MB steady after the load (peak {rss['VmHWM']:.0f} MB; "
             f"{out['chunks_after_load']:,} chunks by then); target ≤ {TARGET_RSS:g} MB.",
         ]
+    if rss:
+        lines.append(
+            "The growth after warm-up comes with the uploads (the ONNX arena at document batch "
+            "sizes, glibc's per-thread malloc arenas under 8 concurrent requests, Chroma's "
+            "write path); a server that only answers queries stays near its warm-up RSS. "
+            "`MALLOC_ARENA_MAX=2` in the server's environment trims the thread arenas."
+        )
     for r in out["rows"][1:]:
         lines.append(
             f"Server RSS at {r['label']}: {r['rss_warm']['VmRSS']:.0f} MB after the timed "
