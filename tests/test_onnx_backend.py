@@ -264,3 +264,24 @@ def test_export_uses_eager_attention(export: tuple[Settings, ExportReport]) -> N
     onnx_pkg = pytest.importorskip("onnx")
     graph = onnx_pkg.load(str(export[1].path / "model.onnx"), load_external_data=False).graph
     assert "IsNaN" not in {node.op_type for node in graph.node}
+
+
+def test_a_serving_process_embeds_documents_on_its_query_session(
+    export: tuple[Settings, ExportReport],
+    folder: Path,
+    onnx: OnnxEmbedder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After queries (osp serve), uploads reuse the query session: one copy of the model in
+    memory, the same vectors."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    serving = load_exported(export[0], folder)
+    assert serving is not None
+    serving.embed_queries(["Crimphöhe"])
+    texts = [f"{t} ({i})" for i in range(12) for t in NEW_TEXTS]
+    vectors = serving.embed_documents(texts)
+    assert serving._bulk is None
+    # and in batches of at most SERVING_BATCH_TOKENS padded tokens
+    spans = onnx_backend._token_batches([100] * 12, 32, onnx_backend.SERVING_BATCH_TOKENS)
+    assert spans == [(0, 5), (5, 10), (10, 12)]
+    np.testing.assert_allclose(vectors, onnx.embed_documents(texts), atol=1e-5)

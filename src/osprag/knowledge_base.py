@@ -407,9 +407,11 @@ class KnowledgeBase:
         dry_run: bool = False,
         overrides: Mapping[str, Any] | None = None,
         progress: IngestProgress | None = None,
+        max_access_level: int | None = None,
     ) -> IngestReport:
         """Sync folders into a layer (new added, changed replaced, unchanged skipped, gone
-        deleted) or upsert single files; see ``osprag.ingest.sync``."""
+        deleted) or upsert single files; see ``osprag.ingest.sync``. ``max_access_level``:
+        an uploader's clearance, above which nothing is written or replaced."""
         from .ingest.sync import ingest
 
         return ingest(
@@ -421,6 +423,7 @@ class KnowledgeBase:
             dry_run=dry_run,
             overrides=overrides,
             progress=progress,
+            max_access_level=max_access_level,
         )
 
     def import_csv(self, path: str | Path, layer: str) -> CsvImportReport:

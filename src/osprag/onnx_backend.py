@@ -198,9 +198,20 @@ class OnnxEmbedder:
         encodings = self._load_tokenizer().encode_batch(list(texts))
         # Similar lengths share a batch, so little compute goes to padding.
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
-        batches = _token_batches([len(encodings[i].ids) for i in order], self.batch_size)
+        # A process that already answers queries (osp serve) embeds its uploads on the query
+        # session too: a second session is a second copy of the model (~90 MB RSS measured,
+        # bench/http_load.py) for documents that come one at a time. Its batches are smaller,
+        # as the session's memory arena keeps the largest batch's activations for good
+        # (server RSS after uploading the sample corpus twice: 555 -> 495 MB at 512 tokens).
+        serving = self._session is not None and self._bulk is None
+        budget = SERVING_BATCH_TOKENS if serving and bulk else None
+        batches = _token_batches([len(encodings[i].ids) for i in order], self.batch_size, budget)
         out = np.empty((len(encodings), dim), dtype=np.float32)
-        parallel = self._bulk_session() if bulk and (len(batches) > 1 or self._bulk) else None
+        parallel = (
+            self._bulk_session()
+            if bulk and not serving and (len(batches) > 1 or self._bulk)
+            else None
+        )
         session = parallel[0] if parallel is not None else self._split_session()
 
         def run(span: tuple[int, int]) -> None:
@@ -233,16 +244,21 @@ class OnnxEmbedder:
 
 BATCH_TOKENS = 2048
 """Padded tokens per model call: ~16 chunks of 128 tokens, up to ``batch_size`` short texts."""
+SERVING_BATCH_TOKENS = 512
+"""The same for documents embedded by a process that serves queries (uploads)."""
 
 
-def _token_batches(lengths: Sequence[int], max_texts: int) -> list[tuple[int, int]]:
+def _token_batches(
+    lengths: Sequence[int], max_texts: int, max_tokens: int | None = None
+) -> list[tuple[int, int]]:
     """[start, end) spans over ascending ``lengths``: at most ``max_texts`` texts and (unless
-    a single text is longer) ``BATCH_TOKENS`` padded tokens per span."""
+    a single text is longer) ``max_tokens`` (``BATCH_TOKENS``) padded tokens per span."""
+    budget = BATCH_TOKENS if max_tokens is None else max_tokens
     spans: list[tuple[int, int]] = []
     start = 0
     for i, n in enumerate(lengths):
         # ascending order: the newest text sets the batch's padded width
-        if i > start and ((i - start + 1) * n > BATCH_TOKENS or i - start >= max_texts):
+        if i > start and ((i - start + 1) * n > budget or i - start >= max_texts):
             spans.append((start, i))
             start = i
     if lengths:

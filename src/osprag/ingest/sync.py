@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from osprag.errors import IngestError, InvalidInput, InvalidMetadata, OspragError
+from osprag.errors import AccessDenied, IngestError, InvalidInput, InvalidMetadata, OspragError
 from osprag.metadata import validate_metadata
 
 from .commit import GroupWriter
@@ -174,8 +174,12 @@ class Syncer:
         overrides: Mapping[str, Any] | None = None,
         dry_run: bool = False,
         progress: Progress | None = None,
+        max_access_level: int | None = None,
     ) -> None:
         self.kb = kb
+        # An uploader's clearance: nothing is written above it, nor replaced when it is above
+        # (and an identical file's "unchanged" would confirm a secret document's content).
+        self.max_access_level = max_access_level
         self.layer = layer
         self.cfg = kb.settings.layer(layer)
         self.overrides = map_keys(dict(overrides or {}))
@@ -331,6 +335,7 @@ class Syncer:
     ) -> FileResult | _Pending:
         """Everything before writing: decide, hash, parse, extract metadata, chunk."""
         try:
+            self._check_level(rec.get("access_level", 4) if rec else None, "the stored document")
             stat = path.stat()
             if rec and rec.get("size") == stat.st_size and rec.get("mtime_ns") == stat.st_mtime_ns:
                 return FileResult(source, "unchanged", chunks=int(rec.get("chunks", 0)))
@@ -352,6 +357,7 @@ class Syncer:
             status: Status = "updated" if rec else "added"
             doc = self.parser().parse(path)
             meta = self._metadata(path, source, root, doc, sha, stat)
+            self._check_level(meta["access_level"], "the file's metadata")
             chunks: list[Chunk] = self.chunker().chunk(doc.blocks)
             if not chunks:
                 raise IngestError(
@@ -360,10 +366,20 @@ class Syncer:
             if self.dry_run:
                 return FileResult(source, status, chunks=len(chunks), warnings=doc.warnings)
             return _Pending(source, root_key, sha, stat, meta, chunks, doc, status)
-        except (IngestError, InvalidMetadata, InvalidInput) as exc:
+        except (IngestError, InvalidMetadata, InvalidInput, AccessDenied) as exc:
             return FileResult(source, "failed", reason=_reason(exc))
         except OSError as exc:
             return FileResult(source, "failed", reason=exc.strerror or str(exc))
+
+    def _check_level(self, level: Any, what: str) -> None:
+        if level is None or self.max_access_level is None:
+            return
+        if int(level) > self.max_access_level:
+            raise AccessDenied(
+                f"access level {int(level)} of {what} is above your clearance "
+                f"{self.max_access_level}",
+                hint="ask someone with that clearance to upload it",
+            )
 
     def finish(self, group: list[_Pending]) -> list[FileResult]:
         """Write a group of prepared files (``commit.GroupWriter``), one result per file."""
@@ -409,7 +425,9 @@ class Syncer:
         )
         clean = validate_metadata(
             {k: v for k, v in merged.items() if v is not None},
-            default_access_level=self.cfg.default_access_level,
+            # an uploader's file that names no level gets the uploader's clearance, not the
+            # layer's (secret) default they could neither write nor read back
+            default_access_level=min(self.cfg.default_access_level, self.max_access_level or 4),
             where=source,
         )
         return clean
@@ -485,6 +503,7 @@ def ingest(
     dry_run: bool = False,
     overrides: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
+    max_access_level: int | None = None,
 ) -> IngestReport:
     """Sync folders (exactly: add, replace, skip unchanged, delete gone) or single files."""
     kb.settings.layer(layer)
@@ -492,7 +511,14 @@ def ingest(
         raise InvalidInput("ingest needs at least one path")
     started = time.perf_counter()
     report = IngestReport(layer=layer, roots=[str(Path(p)) for p in paths], dry_run=dry_run)
-    syncer = Syncer(kb, layer, overrides=overrides, dry_run=dry_run, progress=progress)
+    syncer = Syncer(
+        kb,
+        layer,
+        overrides=overrides,
+        dry_run=dry_run,
+        progress=progress,
+        max_access_level=max_access_level,
+    )
     synced: list[str] = []
     try:
         for raw in paths:

@@ -8,6 +8,7 @@ process when ``--workers`` > 1 (settings then come from the environment).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -202,10 +203,16 @@ class RequestCounter:
             await self.app(scope, receive, send)
             return
         status = [500]
+        started = time.perf_counter()
 
         async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = int(message["status"])
+                # the time the app took up to its answer, for browsers' devtools and the bench
+                took = (time.perf_counter() - started) * 1000
+                headers = list(message.get("headers", []))
+                headers.append((b"server-timing", f"app;dur={took:.2f}".encode()))
+                message["headers"] = headers
             await send(message)
 
         try:

@@ -118,9 +118,12 @@ async def upload(
             }.items()
             if v not in (None, "")
         }
-        report = await run_in_threadpool(_ingest, st, tmp, folder / name, layer, overrides)
+        report = await run_in_threadpool(
+            _ingest, st, tmp, folder / name, layer, overrides, who.principal.clearance
+        )
     finally:
         tmp.unlink(missing_ok=True)
+    report = _without_server_paths(report, folder, name)
     counts = report["counts"]
     for status_name, n in counts.items():
         if n:
@@ -132,8 +135,24 @@ async def upload(
     return JSONResponse({"report": report})
 
 
+def _without_server_paths(report: dict[str, Any], folder: Path, name: str) -> dict[str, Any]:
+    """The caller named a file, not a place on the server: the report and its failure reasons
+    speak of the upload's name only (no data directory layout in answers)."""
+    prefix = str(folder / name)
+    report["roots"] = [name]
+    for f in report.get("files", []):
+        if f.get("reason"):
+            f["reason"] = str(f["reason"]).replace(prefix + ": ", "").replace(prefix, name)
+    return report
+
+
 def _ingest(
-    st: ServerState, tmp: Path, target: Path, layer: str, overrides: dict[str, Any]
+    st: ServerState,
+    tmp: Path,
+    target: Path,
+    layer: str,
+    overrides: dict[str, Any],
+    clearance: int,
 ) -> dict[str, Any]:
     """Swap the upload in and ingest it; on failure the previous file comes back."""
     with st.write_lock:
@@ -144,7 +163,9 @@ def _ingest(
         os.replace(tmp, target)
         ok = False
         try:
-            report = st.kb.ingest([target], layer, overrides=overrides)
+            report = st.kb.ingest(
+                [target], layer, overrides=overrides, max_access_level=clearance
+            )
             ok = report.counts()["failed"] == 0
             return report.to_dict()
         finally:

@@ -21,7 +21,9 @@ class QueryOptions(BaseModel):
     where: dict[str, Any] | None = Field(None, description="Chroma-style metadata filter")
     where_document: dict[str, Any] | None = Field(None, description="$contains / $not_contains")
     include: list[Literal["documents", "metadatas"]] = ["documents", "metadatas"]
-    min_score: float | None = Field(None, description="calibrated relevance threshold 0..1")
+    min_score: float | None = Field(
+        None, allow_inf_nan=False, description="calibrated relevance threshold 0..1"
+    )
     mode: Literal["dense", "lexical", "hybrid"] | None = None
     alpha: float | None = Field(None, ge=0, le=1, description="hybrid: weight of the dense leg")
     include_history: bool = Field(False, description="also search obsolete/withdrawn documents")

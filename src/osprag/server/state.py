@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -39,6 +39,19 @@ def state(request: Request) -> ServerState:
     return value
 
 
+# The dependencies are ``async`` on purpose: FastAPI runs a sync dependency in the thread pool,
+# one hop per dependency per request (three on a query: state, role, the route). They do no
+# blocking I/O (a stat of the tokens file, a hash), so they run on the event loop instead.
+
+
+async def _state_dep(request: Request) -> ServerState:
+    return state(request)
+
+
+async def _caller_dep(request: Request) -> Caller:
+    return caller(request)
+
+
 def caller(request: Request) -> Caller:
     """Authenticate once per request; the rate limit applies to tokens, not the local admin."""
     cached: Caller | None = getattr(request.state, "caller", None)
@@ -53,8 +66,8 @@ def caller(request: Request) -> Caller:
     return who
 
 
-def role(needed: Role) -> Callable[[Request], Caller]:
-    def dependency(request: Request) -> Caller:
+def role(needed: Role) -> Callable[[Request], Awaitable[Caller]]:
+    async def dependency(request: Request) -> Caller:
         who = caller(request)
         require(who, needed)
         return who
@@ -68,8 +81,8 @@ editor = role("editor")
 admin = role("admin")
 
 # Annotated dependencies, so route signatures stay short and ruff's B008 holds.
-State = Annotated[ServerState, Depends(state)]
-AnyCaller = Annotated[Caller, Depends(caller)]
+State = Annotated[ServerState, Depends(_state_dep)]
+AnyCaller = Annotated[Caller, Depends(_caller_dep)]
 Reader = Annotated[Caller, Depends(reader)]
 Editor = Annotated[Caller, Depends(editor)]
 Admin = Annotated[Caller, Depends(admin)]
