@@ -29,6 +29,9 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 
     from .server.app import check_bind, create_app
     from .server.auth import Authenticator
+    from .server.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before uvicorn's and the app's threads exist
 
     state = _state()
     settings = state.settings
