@@ -205,12 +205,17 @@ def time_pair(
 ) -> dict[str, list[float]]:
     """Each query once over HTTP (one client, keep-alive) and once through the Python API in
     this process (a read-only knowledge base on the same data dir, same principal, caches off,
-    no per-query catch-up, like the server that owns the dir), alternating which goes first,
+    no per-query catch-up and no spinning ONNX threads, like the server that owns the dir),
+    alternating which goes first,
     so host load hits both alike. Returns per query: client wall time, the server's own time
     (``Server-Timing``), the engine's ``timings_ms.total`` and the in-process wall time."""
     out: dict[str, list[float]] = {"client": [], "server": [], "engine": [], "inproc": []}
     settings = Settings(
-        data_dir=data_dir, embedding_cache=False, query_cache=False, freshness_interval=1e9
+        data_dir=data_dir,
+        embedding_cache=False,
+        query_cache=False,
+        freshness_interval=1e9,
+        embedding_spin=False,
     )
     who = Principal("reader2", clearance=CLEARANCE)
     headers = {"Authorization": f"Bearer {READER}"}

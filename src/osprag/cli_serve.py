@@ -35,6 +35,11 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 
     state = _state()
     settings = state.settings
+    if "embedding_spin" not in settings.model_fields_set:
+        # Spinning query threads help one caller and hurt a server: they take the cores from
+        # the event loop and the other requests (onnx_backend._new_session).
+        settings = settings.model_copy(update={"embedding_spin": False})
+        os.environ.setdefault("OSP_EMBEDDING_SPIN", "false")  # for --workers processes
     host = host or settings.server.host
     port = port or settings.server.port
     workers = workers or settings.server.workers

@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     embedding_batch_size: int = Field(32, ge=1, le=4096, description="texts per model call")
     embedding_normalize: bool = Field(True, description="L2-normalise vectors")
     embedding_threads: int = Field(0, ge=0, description="runtime threads; 0 = all cores")
+    embedding_spin: bool = Field(
+        True, description="ONNX query threads spin between operators; osp serve turns it off"
+    )
     embedding_url: str | None = Field(
         None, description="OpenAI-compatible /v1/embeddings base URL (remote backend)"
     )

@@ -101,8 +101,10 @@ class OnnxEmbedder:
         batch_size: int = 32,
         threads: int = 0,
         manifest: dict[str, Any] | None = None,
+        spin: bool = True,
     ) -> None:
         self.directory = Path(directory)
+        self.spin = spin
         self._identity = identity
         self.batch_size = max(1, batch_size)
         self.threads = threads
@@ -143,7 +145,9 @@ class OnnxEmbedder:
     def _split_session(self) -> Any:
         with self._lock:
             if self._session is None:
-                self._session = self._new_session(self.threads or os.cpu_count() or 0, spin=True)
+                self._session = self._new_session(
+                    self.threads or os.cpu_count() or 0, spin=self.spin
+                )
             return self._session
 
     def _bulk_session(self) -> tuple[Any, ThreadPoolExecutor] | None:
@@ -173,7 +177,10 @@ class OnnxEmbedder:
         # The query session's threads spin briefly between the graph's operators: a query's
         # ~100 small operators otherwise each pay a sleep and a wake-up (bench/retrieval.py,
         # sample corpus, the runs before and after this change: query embedding p50 4.2 -> 3.1
-        # ms); idle threads still block after the spin. The bulk session is single-threaded:
+        # ms); idle threads still block after the spin. A server turns it off
+        # (``embedding_spin``): there the spinning threads take the cores from the event loop
+        # and the other requests (bench/http_load.py, sample corpus, A/B twice: in-process p50
+        # 15.4 / 15.7 ms spinning vs 8.5 / 9.3 ms not). The bulk session is single-threaded:
         # nothing to spin for.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
@@ -307,7 +314,14 @@ def load_exported(settings: Settings, folder: Path) -> OnnxEmbedder | None:
     if (manifest := _verified_manifest(directory, identity)) is None:
         return None
     batch, threads = settings.embedding_batch_size, settings.embedding_threads
-    return OnnxEmbedder(directory, identity, batch_size=batch, threads=threads, manifest=manifest)
+    return OnnxEmbedder(
+        directory,
+        identity,
+        batch_size=batch,
+        threads=threads,
+        manifest=manifest,
+        spin=settings.embedding_spin,
+    )
 
 
 # ---------------------------------------------------------------- export
