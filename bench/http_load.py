@@ -503,7 +503,8 @@ def report(out: dict[str, Any]) -> str:
             "The growth after warm-up comes with the uploads (the ONNX arena at document batch "
             "sizes, glibc's per-thread malloc arenas under 8 concurrent requests, Chroma's "
             "write path); a server that only answers queries stays near its warm-up RSS. "
-            "`MALLOC_ARENA_MAX=2` in the server's environment trims the thread arenas."
+            "`osp serve` already limits glibc to two malloc arenas (server/memory.py); what "
+            "remains is the write path's working memory."
         )
     for r in out["rows"][1:]:
         lines.append(
