@@ -168,7 +168,7 @@ def main() -> None:
                 f"{t}{' (default)' if t == res['threshold'] else ''}: "
                 f"{sum(r['top'] >= t for r in answerable)}/{len(answerable)} · "
                 f"{sum(r['top'] < t for r in unanswerable)}/{len(unanswerable)}"
-                for t in (0.5, 0.7, 0.8, 0.9)
+                for t in (0.5, 0.6, 0.7, 0.8, 0.9)
             )
             + ".",
             f"- Latency (median per question): `answer(use_llm=False)` {res['answer_ms']:.1f} "
