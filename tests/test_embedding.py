@@ -143,3 +143,33 @@ def test_create_embedder_shares_instances() -> None:
 
     s = Settings(embedding_backend="torch")
     assert create_embedder(s) is create_embedder(Settings(embedding_backend="torch"))
+
+
+
+def test_switch_to_wal_waits_out_another_process_opening_the_file(tmp_path: Path) -> None:
+    """`osp serve --workers N` opens the same new cache file from N processes together, and
+    SQLite may answer the WAL switch with "database is locked" at once (as here, where the
+    other side holds the file longer than this connection's busy timeout): it is retried."""
+    import sqlite3
+    import time
+
+    from osprag.generations import enable_wal
+
+    path = tmp_path / "shared.sqlite"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN EXCLUSIVE")
+    other.execute("CREATE TABLE t (x)")
+    release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    release.start()
+    mine = sqlite3.connect(path, timeout=0.05)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            mine.execute("PRAGMA journal_mode=WAL")  # what the cache used to do
+        started = time.monotonic()
+        enable_wal(mine)
+        assert mine.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert time.monotonic() - started < 5
+    finally:
+        release.join()
+        mine.close()
+        other.close()

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .embedding import Embedder, ModelIdentity, Vectors
+from .generations import enable_wal
 from .ids import text_sha256
 
 _SCHEMA = """
@@ -38,7 +39,7 @@ class EmbeddingCache:
         self.path = path
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, timeout=30, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        enable_wal(self._db)
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
 

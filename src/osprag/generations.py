@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -39,9 +40,26 @@ def open_shared_sqlite(path: Path | None) -> sqlite3.Connection:
         check_same_thread=False,
     )
     if path is not None:
-        db.execute("PRAGMA journal_mode=WAL")
+        enable_wal(db)
         db.execute("PRAGMA synchronous=NORMAL")
     return db
+
+
+def enable_wal(db: sqlite3.Connection, *, seconds: float = 30.0) -> None:
+    """Switch a shared file to WAL. The switch needs a moment of exclusive access, and SQLite
+    answers "database is locked" at once, without the busy timeout, when several processes
+    open the same new file together (``osp serve --workers N`` starting): so retry."""
+    deadline = time.monotonic() + seconds
+    delay = 0.01
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
 
 
 class Generation(NamedTuple):
