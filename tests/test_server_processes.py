@@ -22,7 +22,9 @@ HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 TERM = "Zweiprozesskanarie"  # one word the corpus has nowhere else
 
 
-def start_server(tmp: Path, name: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    tmp: Path, name: str, env: dict[str, str], *args: str
+) -> tuple[subprocess.Popen[bytes], str]:
     """One ``python -m osprag serve`` process; its log goes to ``<tmp>/<name>.log``."""
     port = _free_port()
     data = tmp / name
@@ -36,7 +38,7 @@ def start_server(tmp: Path, name: str, env: dict[str, str]) -> tuple[subprocess.
     }
     log = (tmp / f"{name}.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "osprag", "-q", "serve", "--port", str(port)],
+        [sys.executable, "-m", "osprag", "-q", "serve", "--port", str(port), *args],
         env=full,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -68,8 +70,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(10)
 
 
-@pytest.fixture
-def two_servers(chroma_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
+def _env(chroma_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OSP_") or k == "PYTHONPATH"}
     env.update(
         HF_HUB_OFFLINE="1",
@@ -80,6 +81,12 @@ def two_servers(chroma_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
         OSP_SERVER__TOKEN=TOKEN,
         OSP_QUERY_CACHE="true",
     )
+    return env
+
+
+@pytest.fixture
+def two_servers(chroma_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    env = _env(chroma_url)
     a, url_a = start_server(tmp_path, "a", env)
     b, url_b = start_server(tmp_path, "b", env)
     try:
@@ -140,3 +147,35 @@ def test_two_processes_share_one_chroma_server(two_servers: tuple[str, str]) -> 
     for url in (a, b):  # both still in sync with the store after the other's writes
         ready = httpx.get(f"{url}/health/ready", timeout=10).json()
         assert ready["status"] == "ok", ready
+
+
+def _workers(pid: int) -> list[int]:
+    """uvicorn's worker processes: the parent's children started by multiprocessing.spawn."""
+    out = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        if b"spawn_main" in cmdline:
+            out.append(int(child))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_workers_share_one_data_dir_and_cache(chroma_url: str, tmp_path: Path) -> None:
+    """`osp serve --workers 2` (the factory path each worker imports): both workers start on
+    one data dir and keep answering; neither logs a traceback. The WAL race they can hit when
+    opening a new cache together is tested deterministically in test_embedding.py."""
+    proc, url = start_server(tmp_path, "w", _env(chroma_url), "--workers", "2")
+    log = tmp_path / "w.log"
+    try:
+        wait_ready(proc, url, log)
+        deadline = time.monotonic() + 120
+        while len(_workers(proc.pid)) < 2:
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.3)
+        first = _workers(proc.pid)
+        for _ in range(6):
+            assert _sources(url, "hybrid") == []
+        assert _workers(proc.pid) == first  # none died and was replaced
+        assert "Traceback" not in log.read_text(), log.read_text()[-2000:]
+    finally:
+        stop(proc)
