@@ -71,8 +71,14 @@ def load1() -> float:
 # ------------------------------------------------------------------------------- stores
 
 
+# --spin: ONNX query threads spinning in the server and the baseline alike (osp serve's default
+# is off; the comparison behind that choice: run with and without --spin, --no-write).
+SPIN = {"on": False}
+
+
 def _env(data_dir: Path, tokens: Path | None = None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OSP_")}
+    env["OSP_EMBEDDING_SPIN"] = "true" if SPIN["on"] else "false"
     env.update(
         HF_HUB_OFFLINE="1",
         OSP_DATA_DIR=str(data_dir),
@@ -215,7 +221,7 @@ def time_pair(
         embedding_cache=False,
         query_cache=False,
         freshness_interval=1e9,
-        embedding_spin=False,
+        embedding_spin=SPIN["on"],
     )
     who = Principal("reader2", clearance=CLEARANCE)
     headers = {"Authorization": f"Bearer {READER}"}
@@ -529,7 +535,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--skip-100k", action="store_true")
     parser.add_argument("--no-ingest", action="store_true", help="load without the uploader")
     parser.add_argument("--no-write", action="store_true", help="print, do not touch docs/")
+    parser.add_argument("--spin", action="store_true", help="ONNX threads spin (use --no-write)")
     args = parser.parse_args(argv)
+    SPIN["on"] = args.spin
     out = run(args)
     out["clients"] = args.clients
     text = report(out)
@@ -537,7 +545,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load: LoadResult | None = out.get("load")
     if load is not None and (load.errors or load.upload_errors):
         print("errors:", *(load.errors + load.upload_errors)[:10], sep="\n  ")
-    if not args.quick and not args.no_write:
+    if not args.quick and not args.no_write and not args.spin:
         write_section("http_load", "HTTP API: latency, load and memory (bench/http_load.py)", text)
     return out
 

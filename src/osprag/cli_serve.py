@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 import click
@@ -189,7 +189,7 @@ def user_remove(email: str) -> None:
 @user.command("list")
 @click.option("--json", "json_mode", is_flag=True)
 def user_list(json_mode: bool) -> None:
-    rows = [replace(u).__dict__ for u in _file().users]
+    rows = [asdict(u) for u in _file().users]
     if json_mode:
         _emit(rows)
         return

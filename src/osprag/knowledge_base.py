@@ -813,8 +813,7 @@ class KnowledgeBase:
         """An answer with checked ``[n]`` citations; options as ``osprag.generate.answer``."""
         from .generate.answerer import answer
 
-        result: Answer = answer(self, question, **{**options, "stream": False})
-        return result
+        return answer(self, question, **options)
 
     def answer_stream(self, question: str, **options: Any) -> Iterator[AnswerEvent]:
         """The answer as events (sources, checked text deltas, done); see ``answer``."""

@@ -179,9 +179,10 @@ class OnnxEmbedder:
         # sample corpus, the runs before and after this change: query embedding p50 4.2 -> 3.1
         # ms); idle threads still block after the spin. A server turns it off
         # (``embedding_spin``): there the spinning threads take the cores from the event loop
-        # and the other requests (bench/http_load.py, sample corpus, A/B twice: in-process p50
-        # 15.4 / 15.7 ms spinning vs 8.5 / 9.3 ms not). The bulk session is single-threaded:
-        # nothing to spin for.
+        # and the other requests (bench/http_load.py --skip-100k --no-ingest --seconds 10
+        # --no-write, with and without --spin, alternated twice: in-process p50 15.4 / 15.7 ms
+        # spinning vs 8.5 / 9.3 ms not). The bulk session is single-threaded: nothing to spin
+        # for.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         model = str(self.directory / "model.onnx")

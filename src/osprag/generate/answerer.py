@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from osprag.errors import InvalidInput, LLMError
@@ -362,42 +362,6 @@ def _down(prep: _Prepared, error: LLMError) -> Answer:
     return _extractive(prep, LLM_DOWN[prep.language].format(error=error.message), error)
 
 
-@overload
-def answer(
-    kb: KnowledgeBase,
-    question: str,
-    *,
-    principal: Principal = ...,
-    layers: str | Sequence[str] | None = ...,
-    where: Mapping[str, Any] | None = ...,
-    n_sources: int | None = ...,
-    min_score: float | None = ...,
-    language: Language | None = ...,
-    use_llm: bool = ...,
-    llm: LLMClient | None = ...,
-    query_options: Mapping[str, Any] | None = ...,
-    stream: Literal[False] = ...,
-) -> Answer: ...
-
-
-@overload
-def answer(
-    kb: KnowledgeBase,
-    question: str,
-    *,
-    principal: Principal = ...,
-    layers: str | Sequence[str] | None = ...,
-    where: Mapping[str, Any] | None = ...,
-    n_sources: int | None = ...,
-    min_score: float | None = ...,
-    language: Language | None = ...,
-    use_llm: bool = ...,
-    llm: LLMClient | None = ...,
-    query_options: Mapping[str, Any] | None = ...,
-    stream: Literal[True],
-) -> Iterator[AnswerEvent]: ...
-
-
 def answer(
     kb: KnowledgeBase,
     question: str,
@@ -411,15 +375,14 @@ def answer(
     use_llm: bool = True,
     llm: LLMClient | None = None,
     query_options: Mapping[str, Any] | None = None,
-    stream: bool = False,
-) -> Answer | Iterator[AnswerEvent]:
+) -> Answer:
     """Answer ``question`` from the knowledge base with checked ``[n]`` citations.
 
     ``n_sources`` chunks (default ``OSP_LLM__SOURCES``) are retrieved under ``principal``;
     ``min_score`` overrides ``OSP_ANSWER_MIN_SCORE``; ``language`` overrides the detected
     one; ``use_llm=False`` forces the extractive answer; ``llm`` reuses a client (a server
     keeps one); ``query_options`` go to ``KnowledgeBase.query`` (mode, alpha, include_history,
-    …). ``stream=True`` returns ``answer_stream``'s events instead.
+    …). ``answer_stream`` takes the same options and yields events instead.
     """
     options: dict[str, Any] = dict(
         principal=principal,
@@ -432,8 +395,6 @@ def answer(
         llm=llm,
         query_options=query_options,
     )
-    if stream:
-        return answer_stream(kb, question, **options)
     prep = _prepare(kb, question, **options)
     try:
         if prep.refused:

@@ -84,11 +84,9 @@ def location(meta: Mapping[str, Any], language: Language = "de") -> str:
     return ", ".join(parts)
 
 
-def source_header(n: int, hit: Hit, language: Language = "de") -> str:
-    """``[n] title — file, p. 3, § section (rev 2.1)``: what the model (and the reader) sees."""
-    meta = hit.metadata
-    title = str(meta.get("title") or meta.get("source") or hit.id)
-    bits = [str(meta["source"])] if meta.get("source") and meta.get("source") != title else []
+def place_bits(meta: Mapping[str, Any], language: Language = "de") -> list[str]:
+    """Location, section and revision of a chunk, as the prompt and the source lists show them."""
+    bits = []
     where = location(meta, language)
     if where:
         bits.append(where)
@@ -96,6 +94,15 @@ def source_header(n: int, hit: Hit, language: Language = "de") -> str:
         bits.append(f"§ {meta['section']}")
     if meta.get("version"):
         bits.append(("Rev. " if language == "de" else "rev. ") + str(meta["version"]))
+    return bits
+
+
+def source_header(n: int, hit: Hit, language: Language = "de") -> str:
+    """``[n] title — file, p. 3, § section (rev 2.1)``: what the model (and the reader) sees."""
+    meta = hit.metadata
+    title = str(meta.get("title") or meta.get("source") or hit.id)
+    bits = [str(meta["source"])] if meta.get("source") and meta.get("source") != title else []
+    bits += place_bits(meta, language)
     return f"[{n}] {title}" + (f" — {', '.join(bits)}" if bits else "")
 
 

@@ -7,7 +7,7 @@ OpenAI client) shows each cited ``[n]`` with its file, page, section, layer and 
 from __future__ import annotations
 
 from osprag.generate.answerer import Answer
-from osprag.generate.prompt import Language, location
+from osprag.generate.prompt import Language, place_bits
 from osprag.results import Hit
 
 HEADING: dict[str, str] = {"de": "Quellen", "en": "Sources"}
@@ -16,15 +16,7 @@ HEADING: dict[str, str] = {"de": "Quellen", "en": "Sources"}
 def source_line(n: int, hit: Hit, language: Language = "de") -> str:
     """``[n] title — file, p. 3, § section, layer kern``."""
     meta = hit.metadata
-    bits = [str(meta.get("source") or hit.id)]
-    where = location(meta, language)
-    if where:
-        bits.append(where)
-    if meta.get("section"):
-        bits.append(f"§ {meta['section']}")
-    if meta.get("version"):
-        bits.append(("Rev. " if language == "de" else "rev. ") + str(meta["version"]))
-    bits.append(f"layer {hit.layer}")
+    bits = [str(meta.get("source") or hit.id), *place_bits(meta, language), f"layer {hit.layer}"]
     title = str(meta.get("title") or "").strip()
     return f"[{n}] " + (f"{title} — " if title else "") + ", ".join(bits)
 
